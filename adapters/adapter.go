@@ -1,0 +1,93 @@
+// Package adapters defines what a channel adapter is and runs adapters against the bus.
+// Adapters know nothing of NATS or the store: the Runner feeds them messages and carries what
+// they report back to the bus.
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+)
+
+// Adapter is one account on one channel: a WhatsApp number, a Teams service account, or the
+// sandbox standing in for either.
+type Adapter interface {
+	// NewChannelMessageID returns the channel message id to use for a new send, or "" when the
+	// channel assigns ids itself. The runner stores it before the first attempt, so a retry after a
+	// crash reuses it and the channel can drop the duplicate.
+	NewChannelMessageID() string
+
+	// Send delivers one message. It returns the channel's message id. Errors are retried unless
+	// they are Permanent; RetryAfter asks for a specific delay.
+	Send(ctx context.Context, m Outbound) (channelMessageID string, err error)
+
+	// Run receives from the channel until ctx is done, reporting receipts and inbound messages to
+	// sink. It returns nil when ctx is cancelled.
+	Run(ctx context.Context, sink Sink) error
+}
+
+// Outbound is one message to send, decrypted, with the id the channel should use.
+type Outbound struct {
+	MessageID        string
+	ChannelMessageID string // from NewChannelMessageID, "" when the channel assigns it
+	To               gateway.Address
+	Content          gateway.Content
+	Attempt          int // 1 on the first try
+}
+
+// Sink takes what an adapter hears from its channel. Both calls return only once the report is
+// durable (published to the bus), so an adapter may acknowledge to its channel after a nil error
+// and must not when an error comes back.
+type Sink interface {
+	Status(ctx context.Context, r Receipt) error
+	Inbound(ctx context.Context, m gateway.InboundEvent) error
+}
+
+// Receipt is a status report from the channel about a message we sent.
+type Receipt struct {
+	ChannelMessageID string
+	Status           gateway.Status
+	At               time.Time
+	Participant      string // group member the receipt is from (raw id; the runner indexes it)
+	Error            *gateway.ErrorDetail
+}
+
+// SendError classifies a failed send.
+type SendError struct {
+	Code       string        // stable error code for a permanent failure (not_on_whatsapp, teams_forbidden …)
+	Permanent  bool          // no retry will help: the message ends failed
+	RetryAfter time.Duration // the channel asked us to wait this long (429 Retry-After)
+	Err        error
+}
+
+func (e *SendError) Error() string {
+	kind := "retryable"
+	if e.Permanent {
+		kind = "permanent"
+	}
+	return fmt.Sprintf("%s send error %s: %v", kind, e.Code, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
+
+// Permanent marks err as a failure that retrying will not fix.
+func Permanent(code string, err error) error {
+	return &SendError{Code: code, Permanent: true, Err: err}
+}
+
+// RetryAfter marks err as retryable after at least d.
+func RetryAfter(d time.Duration, err error) error {
+	return &SendError{Code: gateway.EChannelError, RetryAfter: d, Err: err}
+}
+
+// AsSendError returns err's *SendError, or a retryable one wrapping err.
+func AsSendError(err error) *SendError {
+	var se *SendError
+	if errors.As(err, &se) {
+		return se
+	}
+	return &SendError{Code: gateway.EChannelError, Err: err}
+}
