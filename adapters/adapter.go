@@ -40,7 +40,9 @@ type Outbound struct {
 
 // Sink takes what an adapter hears from its channel. Both calls return only once the report is
 // durable (published to the bus), so an adapter may acknowledge to its channel after a nil error
-// and must not when an error comes back.
+// and must not when an error comes back. A receipt for a message whose Send has not returned yet
+// waits (briefly) for it, so that `sent` reaches the bus before `delivered`: call the sink from the
+// adapter's receiving goroutine, never from inside Send.
 type Sink interface {
 	Status(ctx context.Context, r Receipt) error
 	Inbound(ctx context.Context, m gateway.InboundEvent) error

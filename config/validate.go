@@ -253,10 +253,10 @@ func check(c *Config, r *report) {
 		r.add("server.max_body", "must be more than 0, e.g. 1MiB")
 	}
 	positive(r, "server.request_timeout", s.RequestTimeout, "10s")
-	if s.RateLimit.RequestsPerSecond <= 0 {
-		r.add("server.rate_limit.requests_per_second", "must be more than 0, e.g. 200")
+	if s.RateLimit.RequestsPerSecond < 0 {
+		r.add("server.rate_limit.requests_per_second", "must be 0 (no limit) or more, e.g. 200")
 	}
-	if s.RateLimit.Burst < 1 {
+	if s.RateLimit.RequestsPerSecond > 0 && s.RateLimit.Burst < 1 {
 		r.add("server.rate_limit.burst", "must be at least 1, e.g. 400")
 	}
 

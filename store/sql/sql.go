@@ -170,6 +170,11 @@ func (db *DB) kr() (*crypt.Keyring, error) {
 // Driver is "sqlite" or "postgres".
 func (db *DB) Driver() string { return db.driver }
 
+// SQL is the handle for tables that other packages keep in the same database (channel
+// credentials, the WhatsApp device store). On SQLite it is the single writer connection, so their
+// writes queue behind the group commit instead of fighting it for the file lock.
+func (db *DB) SQL() *dbsql.DB { return db.writer }
+
 func (db *DB) openSQLite(dsn string, readConns int) error {
 	if strings.TrimSpace(dsn) == "" {
 		return gateway.FieldErrorf(gateway.EMissingField, "store.dsn", "the SQLite store needs a file path")

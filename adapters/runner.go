@@ -1,0 +1,369 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/pipeline"
+)
+
+// Store is the part of store.Messages that a Runner needs.
+type Store interface {
+	Message(ctx context.Context, tenant, id string, withContent bool) (*gateway.Message, error)
+	ClaimChannelMessageID(ctx context.Context, tenant, id, proposed string) (string, error)
+	MessageIDByChannelID(ctx context.Context, tenant string, channel gateway.Channel, account, channelMessageID string) (string, error)
+}
+
+// RunnerConfig binds one adapter account to the bus.
+type RunnerConfig struct {
+	Tenant  string          // required: the tenant the account belongs to
+	Channel gateway.Channel // required
+	Account string          // required
+	Adapter Adapter         // required
+
+	Store  Store             // required
+	Bus    pipeline.Consumer // required (*bus.Bus)
+	Sealer pipeline.Sealer   // required (*crypt.Keyring): seals inbound messages, indexes participants
+	Stages []pipeline.Stage  // pre-dispatch policy, checked again right before each send
+
+	// Durable is the consumer name on DISPATCH; default dispatch-<channel>-<account>.
+	Durable string
+	// Concurrency bounds the sends in flight; default 32.
+	Concurrency int
+	// MaxDeliver is the number of attempts before a message ends failed and becomes a dead letter;
+	// default 8.
+	MaxDeliver int
+	// BackOff between attempts (the bus's default when empty).
+	BackOff []time.Duration
+	// AckWait bounds one attempt (a Send included); default the bus's (30s).
+	AckWait time.Duration
+	// ConfirmAcks waits for the server to confirm each ack. Off (the default), acks are sent
+	// without waiting: much faster, and an ack lost in a crash only means one more delivery, which
+	// the handler shrugs off (it is idempotent).
+	ConfirmAcks bool
+
+	Log   zerolog.Logger
+	Clock func() time.Time
+}
+
+// Runner feeds an Adapter the dispatches of its account and carries what the adapter reports back
+// to the bus. It is the adapter's Sink.
+type Runner struct {
+	cfg RunnerConfig
+
+	mu       sync.Mutex
+	inflight map[string]chan struct{} // channel ids being sent: their receipts wait for the sent event
+}
+
+var _ Sink = (*Runner)(nil)
+
+// NewRunner returns a Runner.
+func NewRunner(cfg RunnerConfig) (*Runner, error) {
+	switch {
+	case cfg.Tenant == "" || cfg.Channel == "" || cfg.Account == "":
+		return nil, errors.New("adapters: runner needs a tenant, channel and account")
+	case cfg.Adapter == nil || cfg.Store == nil || cfg.Bus == nil || cfg.Sealer == nil:
+		return nil, errors.New("adapters: runner needs an adapter, a store, a bus and a sealer")
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = "dispatch-" + string(cfg.Channel) + "-" + cfg.Tenant + "-" + cfg.Account
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 32
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 8
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	cfg.Log = cfg.Log.With().Str("channel", string(cfg.Channel)).Str("account", cfg.Account).Logger()
+	return &Runner{cfg: cfg, inflight: map[string]chan struct{}{}}, nil
+}
+
+// track marks a send of cid in flight until the returned function is called. A receipt for cid
+// that arrives meanwhile (a fast channel) waits, so that `sent` is on the bus before `delivered`.
+func (r *Runner) track(cid string) (done func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cid == "" || r.inflight[cid] != nil {
+		return func() {}
+	}
+	ch := make(chan struct{})
+	r.inflight[cid] = ch
+	return func() {
+		r.mu.Lock()
+		delete(r.inflight, cid)
+		r.mu.Unlock()
+		close(ch)
+	}
+}
+
+// awaitSend waits (a bounded time) for the send of cid in flight, if any.
+func (r *Runner) awaitSend(ctx context.Context, cid string) error {
+	r.mu.Lock()
+	ch := r.inflight[cid]
+	r.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	t := time.NewTimer(receiptWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		// Order is best effort: the recorder copes with a receipt before sent.
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// receiptWait bounds how long a receipt waits for the sent event of its message.
+const receiptWait = 10 * time.Second
+
+// Subject is the dispatch subject the runner consumes.
+func (r *Runner) Subject() string {
+	return bus.DispatchSubject(string(r.cfg.Channel), r.cfg.Tenant, r.cfg.Account)
+}
+
+// Run runs the adapter (its Run, with the runner as its sink) and consumes the account's dispatch
+// subject until ctx is done. Then it stops taking dispatches, lets the sends in flight finish
+// (their receipts still flow), stops the adapter, and returns nil. If the adapter or the consumer
+// stops on its own, Run stops the other and returns an error.
+func (r *Runner) Run(ctx context.Context) error {
+	// The adapter outlives ctx until the consumer has drained.
+	actx, acancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer acancel()
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	adapterDone, consumerDone := make(chan error, 1), make(chan error, 1)
+	go func() { adapterDone <- r.cfg.Adapter.Run(actx, r) }()
+	go func() {
+		consumerDone <- r.cfg.Bus.Consume(cctx, bus.ConsumerConfig{
+			Stream:        bus.StreamDispatch,
+			Durable:       r.cfg.Durable,
+			FilterSubject: r.Subject(),
+			AckWait:       r.cfg.AckWait,
+			MaxDeliver:    r.cfg.MaxDeliver,
+			BackOff:       r.cfg.BackOff,
+			Concurrency:   r.cfg.Concurrency,
+			AsyncAck:      !r.cfg.ConfirmAcks,
+		}, r.Handle)
+	}()
+	var cerr, aerr error
+	var stopped string
+	select {
+	case cerr = <-consumerDone:
+		stopped = "dispatch consumer"
+		acancel()
+		aerr = <-adapterDone
+	case aerr = <-adapterDone:
+		stopped = "adapter"
+		ccancel()
+		cerr = <-consumerDone
+	}
+	if ctx.Err() != nil {
+		return errors.Join(cerr, aerr)
+	}
+	err := errors.Join(cerr, aerr)
+	if err == nil {
+		err = errors.New("stopped")
+	}
+	return fmt.Errorf("adapters: %s/%s: %s stopped: %w", r.cfg.Channel, r.cfg.Account, stopped, err)
+}
+
+// Handle sends one dispatch. It is exported for tests and for callers with their own consumer.
+//
+// A failure that a retry may fix returns an error (the bus naks it with backoff); on the last
+// allowed attempt the message ends failed instead, and the bus keeps the dispatch as a dead letter.
+func (r *Runner) Handle(ctx context.Context, msg *bus.Msg) error {
+	var d gateway.Dispatch
+	if err := json.Unmarshal(msg.Data, &d); err != nil || d.MessageID == "" || d.Tenant == "" {
+		return bus.Terminal(fmt.Errorf("adapters: bad dispatch on %s: %v", msg.Subject, err))
+	}
+	if d.Tenant != r.cfg.Tenant {
+		return bus.Terminal(gateway.Errorf(gateway.EUnknownAccount,
+			"dispatch of tenant %s reached the runner of tenant %s on %s", d.Tenant, r.cfg.Tenant, msg.Subject))
+	}
+	err := r.handle(ctx, msg, d)
+	if err == nil || bus.IsTerminal(err) || msg.NumDelivered < uint64(r.cfg.MaxDeliver) {
+		if err != nil {
+			if after, ok := pipeline.RetryAfter(err); ok {
+				r.cfg.Log.Debug().Err(err).Str("msg_id", d.MessageID).Dur("retry_after", after).Msg("send deferred")
+			}
+		}
+		return err
+	}
+	// The last attempt failed: the message ends failed. The attempt's context may have run out,
+	// so the event gets its own.
+	code := codeOf(err)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ev := gateway.StatusEvent{
+		MessageID: d.MessageID, Tenant: d.Tenant, Channel: d.Channel, Account: d.Account,
+		Status: gateway.StatusFailed, At: r.cfg.Clock().UTC(),
+		Error: &gateway.ErrorDetail{Code: code, Message: fmt.Sprintf("gave up after %d attempts: %s", msg.NumDelivered, errorText(err))},
+	}
+	r.cfg.Log.Warn().Err(err).Str("msg_id", d.MessageID).Str("error_code", code).Uint64("attempts", msg.NumDelivered).Msg("send failed, giving up")
+	if perr := pipeline.PublishStatus(pctx, r.cfg.Bus, ev); perr != nil {
+		return errors.Join(err, perr)
+	}
+	return bus.Terminal(err)
+}
+
+// codeOf is the status error code for a failure: the SendError's code, or the gateway code.
+func codeOf(err error) string {
+	var se *SendError
+	if errors.As(err, &se) && se.Code != "" {
+		return se.Code
+	}
+	if code := gateway.ErrorCode(err); code != gateway.EInternal {
+		return code
+	}
+	return gateway.EChannelError
+}
+
+func (r *Runner) handle(ctx context.Context, msg *bus.Msg, d gateway.Dispatch) error {
+	m, err := r.cfg.Store.Message(ctx, d.Tenant, d.MessageID, true)
+	if pipeline.IsGone(err) {
+		r.cfg.Log.Debug().Str("msg_id", d.MessageID).Msg("dispatch of a message that is gone (erased?), dropping")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("adapters: load %s: %w", d.MessageID, err)
+	}
+	if m.Status != gateway.StatusAccepted && m.Status != gateway.StatusQueued {
+		// Sent already (a redelivery after a crash, or a replay), or finished.
+		return nil
+	}
+	if err := pipeline.RunStages(ctx, r.cfg.Stages, m); err != nil {
+		ge, rejected := pipeline.Rejection(err)
+		if !rejected {
+			return err
+		}
+		return r.publish(ctx, m, gateway.StatusRejected, r.cfg.Clock(), "", &gateway.ErrorDetail{Code: ge.Code, Message: ge.Message})
+	}
+
+	// The channel message id is stored before the first attempt, so every retry (after a crash
+	// too) sends under the same id and the channel drops what it already has.
+	cid := m.ChannelMessageID
+	if cid == "" {
+		if proposed := r.cfg.Adapter.NewChannelMessageID(); proposed != "" {
+			if cid, err = r.cfg.Store.ClaimChannelMessageID(ctx, m.Tenant, m.ID, proposed); err != nil {
+				return fmt.Errorf("adapters: claim channel message id of %s: %w", m.ID, err)
+			}
+		}
+	}
+	defer r.track(cid)()
+	at := r.cfg.Clock()
+	got, err := r.cfg.Adapter.Send(ctx, Outbound{
+		MessageID:        m.ID,
+		ChannelMessageID: cid,
+		To:               m.Peer,
+		Content:          m.Content,
+		Attempt:          int(msg.NumDelivered),
+	})
+	if err == nil {
+		if got == "" {
+			got = cid
+		}
+		if cid == "" && got != "" {
+			// The channel chose the id: store it so its receipts find the message.
+			if _, err := r.cfg.Store.ClaimChannelMessageID(ctx, m.Tenant, m.ID, got); err != nil {
+				r.cfg.Log.Warn().Err(err).Str("msg_id", m.ID).Msg("could not store the channel message id; receipts may not resolve")
+			}
+		}
+		return r.publish(ctx, m, gateway.StatusSent, at, got, nil)
+	}
+	se := AsSendError(err)
+	if se.Permanent {
+		code := codeOf(se)
+		r.cfg.Log.Warn().Err(err).Str("msg_id", m.ID).Str("error_code", code).Msg("send failed permanently")
+		return r.publish(ctx, m, gateway.StatusFailed, r.cfg.Clock(), cid, &gateway.ErrorDetail{Code: code, Message: errorText(se)})
+	}
+	if se.RetryAfter > 0 {
+		return pipeline.RetryLater(se.RetryAfter, se)
+	}
+	return se
+}
+
+// errorText is the message of a status event's error: the adapter's error text, which must hold
+// no content and no full identifier.
+func errorText(err error) string {
+	var se *SendError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
+	var s string
+	if err != nil {
+		s = err.Error()
+	}
+	if len(s) > 300 {
+		s = strings.ToValidUTF8(s[:300], "")
+	}
+	return s
+}
+
+// publish publishes a status event about m.
+func (r *Runner) publish(ctx context.Context, m *gateway.Message, s gateway.Status, at time.Time, cid string, e *gateway.ErrorDetail) error {
+	return pipeline.PublishStatus(ctx, r.cfg.Bus, gateway.StatusEvent{
+		MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account,
+		Status: s, At: at.UTC(), ChannelMessageID: cid, Error: e,
+	})
+}
+
+// Status turns a receipt into a status event on STATUS. It returns nil for a receipt about a
+// message Switchboard did not send (sent from the phone, say, or erased since).
+func (r *Runner) Status(ctx context.Context, rc Receipt) error {
+	if rc.ChannelMessageID == "" || !rc.Status.Valid() {
+		r.cfg.Log.Warn().Str("status", string(rc.Status)).Msg("receipt without a channel message id or with an unknown status, dropped")
+		return nil
+	}
+	if err := r.awaitSend(ctx, rc.ChannelMessageID); err != nil {
+		return err
+	}
+	id, err := r.cfg.Store.MessageIDByChannelID(ctx, r.cfg.Tenant, r.cfg.Channel, r.cfg.Account, rc.ChannelMessageID)
+	if pipeline.IsGone(err) {
+		r.cfg.Log.Debug().Str("channel_message_id", rc.ChannelMessageID).Str("status", string(rc.Status)).Msg("receipt for an unknown message")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("adapters: resolve receipt: %w", err)
+	}
+	var participant string
+	if rc.Participant != "" {
+		if participant, err = r.cfg.Sealer.BlindIndex(ctx, r.cfg.Tenant, rc.Participant); err != nil {
+			return fmt.Errorf("adapters: index receipt participant: %w", err)
+		}
+	}
+	at := rc.At
+	if at.IsZero() {
+		at = r.cfg.Clock()
+	}
+	return pipeline.PublishStatus(ctx, r.cfg.Bus, gateway.StatusEvent{
+		MessageID: id, Tenant: r.cfg.Tenant, Channel: r.cfg.Channel, Account: r.cfg.Account,
+		Status: rc.Status, At: at.UTC(), ChannelMessageID: rc.ChannelMessageID,
+		Participant: participant, Error: rc.Error,
+	})
+}
+
+// Inbound seals an inbound message and publishes it on INBOUND (Nats-Msg-Id
+// channel:account:channel message id). It returns once the bus has it.
+func (r *Runner) Inbound(ctx context.Context, ev gateway.InboundEvent) error {
+	ev.Tenant, ev.Channel, ev.Account = r.cfg.Tenant, r.cfg.Channel, r.cfg.Account
+	if ev.At.IsZero() {
+		ev.At = r.cfg.Clock()
+	}
+	_, err := pipeline.PublishInbound(ctx, r.cfg.Bus, r.cfg.Sealer, ev)
+	return err
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/api"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+)
+
+func newKeysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys and master keys"}
+	var tenant, name string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an API key for a tenant; the key is shown once and only its hash is stored",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Tenant(tenant) == nil {
+				return gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
+			}
+			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN}, zerolog.Nop())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			secret := api.NewAPIKeySecret()
+			k, err := db.CreateAPIKey(cmd.Context(), tenant, name, secret)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "API key %s for tenant %s (shown once: store it now):\n", k.ID, k.Tenant)
+			fmt.Fprintln(g.stdout, secret)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&tenant, "tenant", "", "tenant id")
+	create.Flags().StringVar(&name, "name", "", "a name to recognise the key by")
+	_ = create.MarkFlagRequired("tenant")
+
+	var out string
+	master := &cobra.Command{
+		Use:   "master",
+		Short: "Generate a new master key file (mode 0600); keep it in a secret store, not beside the data",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := crypt.GenerateMasterKeyFile(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "wrote master key %s to %s\n", k.ID, out)
+			return nil
+		},
+	}
+	master.Flags().StringVar(&out, "out", "", "file to create (it must not exist)")
+	_ = master.MarkFlagRequired("out")
+	cmd.AddCommand(create, master)
+	return cmd
+}
