@@ -4,7 +4,7 @@ package gateway
 
 import "time"
 
-// Dispatch is the payload on sb.send.<tenant> and sb.dispatch.<channel>.<account>. It is a
+// Dispatch is the payload on sb.send.<tenant> and sb.dispatch.<channel>.<tenant>.<account>. It is a
 // reference only: the content stays encrypted in the store, so no plaintext crosses the bus.
 type Dispatch struct {
 	MessageID string  `json:"message_id"`

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,7 +20,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	err := newRoot(&globals{stdout: os.Stdout, stderr: os.Stderr}).ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		var exit exitError
@@ -42,18 +43,20 @@ type globals struct {
 	dev        bool
 	stdout     io.Writer
 	stderr     io.Writer
+	// channelHTTP is the HTTP client of the channel drivers (nil: their default). Tests set it
+	// to one that trusts their TLS fakes of Microsoft's endpoints.
+	channelHTTP *http.Client
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "switchboard",
 		Short:         "Messaging automation gateway for WhatsApp and Microsoft Teams",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", os.Getenv("SWITCHBOARD_CONFIG"), "configuration file (or SWITCHBOARD_CONFIG)")
 	root.PersistentFlags().BoolVar(&g.dev, "dev", false, "development mode: embedded defaults, a generated master key, the sandbox channel")
 	config.AddFlags(root.PersistentFlags())
@@ -67,6 +70,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newKeysCmd(g),
 		newDeadLettersCmd(g),
 		newSandboxCmd(g),
+		newTeamsCmd(g),
 	)
 	return root
 }

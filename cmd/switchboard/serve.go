@@ -33,11 +33,13 @@ the Teams account "ops" on the sandbox driver, and an API key printed once.`,
 				return err
 			}
 			defer closeLog()
+			drivers, routes := channelDrivers(log, g.channelHTTP)
 			srv, err := server.New(cmd.Context(), cfg, server.Options{
-				Dev:     g.dev,
-				Log:     log,
-				Drivers: drivers(),
-				Banner:  func(format string, args ...any) { fmt.Fprintf(g.stderr, format, args...) },
+				Dev:           g.dev,
+				Log:           log,
+				Drivers:       drivers,
+				ChannelRoutes: routes,
+				Banner:        func(format string, args ...any) { fmt.Fprintf(g.stderr, format, args...) },
 			})
 			if err != nil {
 				return err

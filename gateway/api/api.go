@@ -95,6 +95,10 @@ type Deps struct {
 	Directory Directory
 	Sandbox   SandboxInjector // nil: no /v1/sandbox route (production)
 	Ready     []ReadyCheck
+	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
+	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same
+	// access log, deadline and panic recovery as every route.
+	Channel map[string]http.Handler
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
@@ -150,6 +154,12 @@ func (s *Server) routes() {
 	s.handle("GET /v1/messages", 0, s.listMessages)
 	if s.deps.Sandbox != nil {
 		s.handle("POST /v1/sandbox/{channel}/{account}/inbound", 0, s.sandboxInbound)
+	}
+	for pattern, h := range s.deps.Channel {
+		s.handle(pattern, public, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {
+			h.ServeHTTP(w, r)
+			return nil
+		})
 	}
 	s.handle("GET /healthz", public|quiet, s.healthz)
 	s.handle("GET /readyz", public|quiet, s.readyz)

@@ -55,6 +55,9 @@ type Options struct {
 	Log zerolog.Logger
 	// Drivers maps a driver name (whatsmeow, graph) to its factory.
 	Drivers map[string]DriverFactory
+	// ChannelRoutes are the drivers' own webhooks (Graph change notifications), served without an
+	// API key because they authenticate themselves.
+	ChannelRoutes map[string]http.Handler
 	// OnApplied sees every batch of recorded status events, after it is durable (tests, and the
 	// seam for live events).
 	OnApplied func(ctx context.Context, applied []store.Applied)
@@ -99,22 +102,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (s *Server, err 
 			s.close(context.Background())
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the data dir %s: %w", cfg.DataDir, err)
-	}
-	masters, err := s.masterKeys()
-	if err != nil {
+	if s.db, s.keyring, err = OpenStore(ctx, cfg, opts.Dev, s.log); err != nil {
 		return nil, err
 	}
-	if s.db, err = storesql.Open(ctx, storesql.Config{
-		Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, BatchSize: cfg.Store.BatchSize, BatchWait: cfg.Store.BatchWait,
-	}, s.log); err != nil {
-		return nil, err
-	}
-	if s.keyring, err = crypt.New(masters, s.db); err != nil {
-		return nil, err
-	}
-	s.db.SetKeyring(s.keyring)
 	if s.bus, err = s.openBus(ctx); err != nil {
 		return nil, err
 	}
@@ -137,27 +127,52 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (s *Server, err 
 	return s, nil
 }
 
+// OpenStore opens the configured store with its keyring: what the server runs on, and what
+// CLI commands that read or write encrypted data (teams login, consent import …) open too.
+func OpenStore(ctx context.Context, cfg *config.Config, dev bool, log zerolog.Logger) (*storesql.DB, *crypt.Keyring, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating the data dir %s: %w", cfg.DataDir, err)
+	}
+	masters, err := masterKeys(cfg, dev, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := storesql.Open(ctx, storesql.Config{
+		Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, BatchSize: cfg.Store.BatchSize, BatchWait: cfg.Store.BatchWait,
+	}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, err := crypt.New(masters, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	db.SetKeyring(kr)
+	return db, kr, nil
+}
+
 // masterKeys reads the master keys: SWITCHBOARD_MASTER_KEYS wins over the file. In dev mode a
 // missing file is generated; otherwise there is no start without keys.
-func (s *Server) masterKeys() ([]crypt.MasterKey, error) {
-	if env := string(s.cfg.Security.MasterKeys); env != "" {
+func masterKeys(cfg *config.Config, dev bool, log zerolog.Logger) ([]crypt.MasterKey, error) {
+	if env := string(cfg.Security.MasterKeys); env != "" {
 		keys, err := crypt.ParseMasterKeys(env)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvMasterKeys, err)
 		}
 		return keys, nil
 	}
-	path := s.cfg.Security.MasterKeysFile
+	path := cfg.Security.MasterKeysFile
 	if path == "" {
-		if !s.opts.Dev {
+		if !dev {
 			return nil, gateway.Errorf(gateway.EMissingField,
 				"no master keys: set security.master_keys_file or %s (create a key file with `switchboard keys master --out FILE`); refusing to store data unencrypted",
 				config.EnvMasterKeys)
 		}
-		path = filepath.Join(s.cfg.DataDir, "master.keys")
+		path = filepath.Join(cfg.DataDir, "master.keys")
 	}
 	keys, err := crypt.LoadMasterKeys(path)
-	if err == nil || !s.opts.Dev || !errors.Is(err, os.ErrNotExist) {
+	if err == nil || !dev || !errors.Is(err, os.ErrNotExist) {
 		if err != nil {
 			return nil, fmt.Errorf("master keys: %w", err)
 		}
@@ -167,7 +182,7 @@ func (s *Server) masterKeys() ([]crypt.MasterKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating a dev master key: %w", err)
 	}
-	s.log.Warn().Str("file", path).Str("key_id", k.ID).
+	log.Warn().Str("file", path).Str("key_id", k.ID).
 		Msg("DEV MODE: generated a master key file next to the data it protects. Never do this in production: keep master keys in a secret store and pass them with SWITCHBOARD_MASTER_KEYS")
 	return []crypt.MasterKey{k}, nil
 }

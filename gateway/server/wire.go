@@ -68,6 +68,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Messages:  s.db,
 		Keys:      s.db,
 		Directory: dir,
+		Channel:   s.opts.ChannelRoutes,
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},
