@@ -26,6 +26,9 @@ type Indexer interface {
 type IntakeConfig struct {
 	Store MessageCreator // required
 	Bus   Publisher      // required
+	// Replays, when set, is asked for a message with the same idempotency key before the stages
+	// run, so a replay gets its original answer even when policy changed since (an opt-out).
+	Replays store.IdempotencyFinder
 	// Stages run before the message is stored; the first error is returned to the caller as is
 	// (a *gateway.Error such as recipient_opted_out becomes the API's 4xx answer).
 	Stages []Stage
@@ -79,6 +82,15 @@ func (in *Intake) Accept(ctx context.Context, nm store.NewMessage) (msg *gateway
 	}
 	if m.UpdatedAt.IsZero() {
 		m.UpdatedAt = m.CreatedAt
+	}
+	if m.IdempotencyKey != "" && in.cfg.Replays != nil {
+		existing, hash, err := in.cfg.Replays.MessageByIdempotencyKey(ctx, m.Tenant, m.IdempotencyKey)
+		if err == nil {
+			return existing, hash, false, nil
+		}
+		if gateway.ErrorCode(err) != gateway.ENotFound {
+			return nil, "", false, err
+		}
 	}
 	if err := RunStages(ctx, in.cfg.Stages, m); err != nil {
 		return nil, "", false, err

@@ -117,6 +117,7 @@ tenants:
   - id: demo
     channels:
       whatsapp:
+        consent: {require_opt_in: false}
         accounts: [{name: sales, driver: sandbox, sandbox: {delivered_after: 2ms, read_after: 4ms}}]
 `, dir)
 	if err := os.WriteFile(filepath.Join(dir, "switchboard.yaml"), []byte(cfg), 0o600); err != nil {

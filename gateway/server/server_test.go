@@ -89,6 +89,7 @@ tenants:
   - id: demo
     channels:
       whatsapp:
+        consent: {require_opt_in: false}
         accounts:
           - name: sales
             driver: sandbox
@@ -98,6 +99,7 @@ tenants:
   - id: other
     channels:
       whatsapp:
+        consent: {require_opt_in: false}
         accounts: [{name: support, driver: sandbox}]
 `
 
