@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -50,6 +51,9 @@ type RunnerConfig struct {
 	// without waiting: much faster, and an ack lost in a crash only means one more delivery, which
 	// the handler shrugs off (it is idempotent).
 	ConfirmAcks bool
+	// Lease, when set, lets the runner run the account only while this process holds the
+	// account's lease, so one replica at a time connects it (*bus.Leases).
+	Lease Leaser
 
 	Log   zerolog.Logger
 	Clock func() time.Time
@@ -62,6 +66,8 @@ type Runner struct {
 
 	mu       sync.Mutex
 	inflight map[string]chan struct{} // channel ids being sent: their receipts wait for the sent event
+	holding  atomic.Bool              // the account's lease is held (with a Lease)
+	sent     recentIDs                // channel id → message id of recent sends: receipts resolve without a store read
 }
 
 var _ Sink = (*Runner)(nil)
@@ -87,7 +93,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 		cfg.Clock = time.Now
 	}
 	cfg.Log = cfg.Log.With().Str("channel", string(cfg.Channel)).Str("account", cfg.Account).Logger()
-	return &Runner{cfg: cfg, inflight: map[string]chan struct{}{}}, nil
+	return &Runner{cfg: cfg, inflight: map[string]chan struct{}{}, sent: newRecentIDs(recentSends)}, nil
 }
 
 // track marks a send of cid in flight until the returned function is called. A receipt for cid
@@ -128,6 +134,40 @@ func (r *Runner) awaitSend(ctx context.Context, cid string) error {
 	return nil
 }
 
+// recentSends is how many channel ids a runner remembers: receipts mostly arrive within
+// minutes of the send, and older ones fall back to the store.
+const recentSends = 1 << 16
+
+// recentIDs is a bounded map that forgets its oldest entries first. Not safe for concurrent use.
+type recentIDs struct {
+	ids   map[string]string
+	order []string // ring of keys, oldest at next
+	next  int
+}
+
+func newRecentIDs(n int) recentIDs {
+	return recentIDs{ids: make(map[string]string, n), order: make([]string, n)}
+}
+
+func (r *recentIDs) put(k, v string) {
+	if k == "" {
+		return
+	}
+	if _, ok := r.ids[k]; ok {
+		r.ids[k] = v
+		return
+	}
+	delete(r.ids, r.order[r.next])
+	r.order[r.next] = k
+	r.next = (r.next + 1) % len(r.order)
+	r.ids[k] = v
+}
+
+func (r *recentIDs) get(k string) (string, bool) {
+	v, ok := r.ids[k]
+	return v, ok
+}
+
 // receiptWait bounds how long a receipt waits for the sent event of its message.
 const receiptWait = 10 * time.Second
 
@@ -136,11 +176,12 @@ func (r *Runner) Subject() string {
 	return bus.DispatchSubject(string(r.cfg.Channel), r.cfg.Tenant, r.cfg.Account)
 }
 
-// Run runs the adapter (its Run, with the runner as its sink) and consumes the account's dispatch
-// subject until ctx is done. Then it stops taking dispatches, lets the sends in flight finish
-// (their receipts still flow), stops the adapter, and returns nil. If the adapter or the consumer
-// stops on its own, Run stops the other and returns an error.
-func (r *Runner) Run(ctx context.Context) error {
+// run runs the adapter (its Run, with the runner as its sink) and consumes the account's dispatch
+// subject until ctx is done (only while the account is ready, when the adapter is a Gate). Then
+// it stops taking dispatches, lets the sends in flight finish (their receipts still flow), stops
+// the adapter, and returns nil. If the adapter or the consumer stops on its own, run stops the
+// other and returns an error. Run (lease.go) calls it while the account's lease is held.
+func (r *Runner) run(ctx context.Context) error {
 	// The adapter outlives ctx until the consumer has drained.
 	actx, acancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer acancel()
@@ -148,18 +189,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer ccancel()
 	adapterDone, consumerDone := make(chan error, 1), make(chan error, 1)
 	go func() { adapterDone <- r.cfg.Adapter.Run(actx, r) }()
-	go func() {
-		consumerDone <- r.cfg.Bus.Consume(cctx, bus.ConsumerConfig{
-			Stream:        bus.StreamDispatch,
-			Durable:       r.cfg.Durable,
-			FilterSubject: r.Subject(),
-			AckWait:       r.cfg.AckWait,
-			MaxDeliver:    r.cfg.MaxDeliver,
-			BackOff:       r.cfg.BackOff,
-			Concurrency:   r.cfg.Concurrency,
-			AsyncAck:      !r.cfg.ConfirmAcks,
-		}, r.Handle)
-	}()
+	go func() { consumerDone <- r.consume(cctx) }()
 	var cerr, aerr error
 	var stopped string
 	select {
@@ -187,6 +217,11 @@ func (r *Runner) Run(ctx context.Context) error {
 // A failure that a retry may fix returns an error (the bus naks it with backoff); on the last
 // allowed attempt the message ends failed instead, and the bus keeps the dispatch as a dead letter.
 func (r *Runner) Handle(ctx context.Context, msg *bus.Msg) error {
+	return r.handleDispatch(ctx, msg, nil)
+}
+
+// handleDispatch is Handle; run, when not nil, ends the wait for a paused account (see Gate).
+func (r *Runner) handleDispatch(ctx context.Context, msg *bus.Msg, run context.Context) error {
 	var d gateway.Dispatch
 	if err := json.Unmarshal(msg.Data, &d); err != nil || d.MessageID == "" || d.Tenant == "" {
 		return bus.Terminal(fmt.Errorf("adapters: bad dispatch on %s: %v", msg.Subject, err))
@@ -195,7 +230,7 @@ func (r *Runner) Handle(ctx context.Context, msg *bus.Msg) error {
 		return bus.Terminal(gateway.Errorf(gateway.EUnknownAccount,
 			"dispatch of tenant %s reached the runner of tenant %s on %s", d.Tenant, r.cfg.Tenant, msg.Subject))
 	}
-	err := r.handle(ctx, msg, d)
+	err := r.handleGated(ctx, msg, d, run)
 	if err == nil || bus.IsTerminal(err) || msg.NumDelivered < uint64(r.cfg.MaxDeliver) {
 		if err != nil {
 			if after, ok := pipeline.RetryAfter(err); ok {
@@ -283,6 +318,9 @@ func (r *Runner) handle(ctx context.Context, msg *bus.Msg, d gateway.Dispatch) e
 				r.cfg.Log.Warn().Err(err).Str("msg_id", m.ID).Msg("could not store the channel message id; receipts may not resolve")
 			}
 		}
+		r.mu.Lock()
+		r.sent.put(got, m.ID)
+		r.mu.Unlock()
 		return r.publish(ctx, m, gateway.StatusSent, at, got, nil)
 	}
 	se := AsSendError(err)
@@ -332,7 +370,13 @@ func (r *Runner) Status(ctx context.Context, rc Receipt) error {
 	if err := r.awaitSend(ctx, rc.ChannelMessageID); err != nil {
 		return err
 	}
-	id, err := r.cfg.Store.MessageIDByChannelID(ctx, r.cfg.Tenant, r.cfg.Channel, r.cfg.Account, rc.ChannelMessageID)
+	r.mu.Lock()
+	id, ok := r.sent.get(rc.ChannelMessageID)
+	r.mu.Unlock()
+	var err error
+	if !ok {
+		id, err = r.cfg.Store.MessageIDByChannelID(ctx, r.cfg.Tenant, r.cfg.Channel, r.cfg.Account, rc.ChannelMessageID)
+	}
 	if pipeline.IsGone(err) {
 		r.cfg.Log.Debug().Str("channel_message_id", rc.ChannelMessageID).Str("status", string(rc.Status)).Msg("receipt for an unknown message")
 		return nil

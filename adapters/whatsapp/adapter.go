@@ -104,7 +104,10 @@ type Adapter struct {
 	linking sync.Mutex
 }
 
-var _ adapters.Adapter = (*Adapter)(nil)
+var (
+	_ adapters.Adapter = (*Adapter)(nil)
+	_ adapters.Gate    = (*Adapter)(nil) // the runner consumes dispatches only while the account can send
+)
 
 // New returns the adapter of one account. It does not connect: Run does.
 func New(cfg Config) (*Adapter, error) {

@@ -44,16 +44,23 @@ func (a *Adapter) restoreBan(ctx context.Context) {
 	a.setState(StateBanned, s.Detail, func(st *Status) { st.BannedUntil = s.BannedUntil })
 }
 
+// shutdown disconnects and leaves the adapter ready for another Run (the runner runs it again when
+// this process takes the account's lease back).
 func (a *Adapter) shutdown() {
 	a.mu.Lock()
 	cli, cancel := a.client, a.connCancel
 	a.connCancel = nil
+	a.sink, a.runCtx = nil, nil
 	a.mu.Unlock()
 	if cli != nil {
 		cli.Disconnect()
 	}
 	if cancel != nil {
 		cancel()
+	}
+	switch a.Status().State {
+	case StateConnected, StateConnecting, StateReplaced:
+		a.setState(StateDisconnected, "stopped", func(s *Status) { s.Attempt = 0 })
 	}
 }
 

@@ -20,9 +20,11 @@ import (
 
 // channelDrivers are the drivers this binary carries besides the sandbox, and the webhooks they
 // serve. One Graph notification endpoint serves every Teams account of the process.
-func channelDrivers(log zerolog.Logger, hc *http.Client) (map[string]server.DriverFactory, map[string]http.Handler) {
+func channelDrivers(log zerolog.Logger, g *globals) (map[string]server.DriverFactory, map[string]http.Handler) {
+	hc := g.channelHTTP
 	hub := teams.NewNotifications(log.With().Str("component", "teams-notifications").Logger())
 	drivers := map[string]server.DriverFactory{
+		config.DriverWhatsMeow: g.whatsappDriver,
 		config.DriverGraph: func(ctx context.Context, env server.DriverEnv) (adapters.Adapter, error) {
 			creds, err := credentials(ctx, env.DB, env.Keyring)
 			if err != nil {

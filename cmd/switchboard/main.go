@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard-gateway/switchboard/adapters/whatsapp"
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 )
@@ -46,6 +47,9 @@ type globals struct {
 	// channelHTTP is the HTTP client of the channel drivers (nil: their default). Tests set it
 	// to one that trusts their TLS fakes of Microsoft's endpoints.
 	channelHTTP *http.Client
+	// whatsappTest adjusts the config of every WhatsApp adapter and link (nil in production):
+	// tests put a fake whatsmeow client in place of the real one.
+	whatsappTest func(*whatsapp.Config)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -70,7 +74,9 @@ func newRoot(g *globals) *cobra.Command {
 		newKeysCmd(g),
 		newDeadLettersCmd(g),
 		newSandboxCmd(g),
+		newConsentCmd(g),
 		newTeamsCmd(g),
+		newWhatsAppCmd(g),
 	)
 	return root
 }

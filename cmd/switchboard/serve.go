@@ -33,7 +33,7 @@ the Teams account "ops" on the sandbox driver, and an API key printed once.`,
 				return err
 			}
 			defer closeLog()
-			drivers, routes := channelDrivers(log, g.channelHTTP)
+			drivers, routes := channelDrivers(log, g)
 			srv, err := server.New(cmd.Context(), cfg, server.Options{
 				Dev:           g.dev,
 				Log:           log,

@@ -94,6 +94,7 @@ type Deps struct {
 	Keys      KeyFinder
 	Directory Directory
 	Sandbox   SandboxInjector // nil: no /v1/sandbox route (production)
+	Consent   ConsentRegistry // nil: no /v1/consent routes
 	Ready     []ReadyCheck
 	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
 	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same
@@ -109,6 +110,7 @@ type Server struct {
 	mux    *http.ServeMux
 	keys   *keyCache
 	limits *tenantLimits // nil when unlimited
+	addrs  *addressCache
 	log    zerolog.Logger
 	now    func() time.Time
 }
@@ -132,12 +134,13 @@ func New(cfg Config, deps Deps) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{
-		cfg:  cfg,
-		deps: deps,
-		mux:  http.NewServeMux(),
-		keys: newKeyCache(cfg.KeyCacheTTL, maxCachedKeys),
-		log:  cfg.Log,
-		now:  cfg.Now,
+		cfg:   cfg,
+		deps:  deps,
+		mux:   http.NewServeMux(),
+		keys:  newKeyCache(cfg.KeyCacheTTL, maxCachedKeys),
+		addrs: newAddressCache(maxCachedAddresses),
+		log:   cfg.Log,
+		now:   cfg.Now,
 	}
 	if cfg.RatePerSecond > 0 {
 		s.limits = newTenantLimits(cfg.RatePerSecond, cfg.Burst)
@@ -154,6 +157,12 @@ func (s *Server) routes() {
 	s.handle("GET /v1/messages", 0, s.listMessages)
 	if s.deps.Sandbox != nil {
 		s.handle("POST /v1/sandbox/{channel}/{account}/inbound", 0, s.sandboxInbound)
+	}
+	if s.deps.Consent != nil {
+		s.handle("PUT /v1/consent/{channel}/{subject}", 0, s.putConsent)
+		s.handle("GET /v1/consent/{channel}/{subject}", 0, s.getConsent)
+		s.handle("DELETE /v1/consent/{channel}/{subject}", 0, s.deleteConsent)
+		s.handle("POST /v1/consent:import", 0, s.importConsent)
 	}
 	for pattern, h := range s.deps.Channel {
 		s.handle(pattern, public, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {

@@ -27,14 +27,16 @@ func (s *Server) wire(ctx context.Context) error {
 	if s.resumer, err = pipeline.NewResumer(pipeline.ResumerConfig{Store: s.db, Bus: s.bus, Log: logFor("resumer")}); err != nil {
 		return err
 	}
+	consentRegistry := s.consentRegistry()
 	if s.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{
 		Store: s.db, Bus: s.bus, Retry: s.resumer.Retry, Indexer: s.keyring, Log: logFor("intake"),
+		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake")},
 	}); err != nil {
 		return err
 	}
 	dir := directory{cfg}
 	if s.router, err = pipeline.NewRouter(pipeline.RouterConfig{
-		Store: s.db, Bus: s.bus, Stages: []pipeline.Stage{pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
+		Store: s.db, Bus: s.bus, Stages: []pipeline.Stage{s.consentStage("router"), pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
 	}); err != nil {
 		return err
 	}
@@ -45,6 +47,7 @@ func (s *Server) wire(ctx context.Context) error {
 	}
 	if s.inbound, err = pipeline.NewInboundRecorder(pipeline.InboundRecorderConfig{
 		Store: s.db, Bus: s.bus, Sealer: s.keyring, Log: logFor("inbound"), MaxDeliver: cfg.Bus.MaxDeliver,
+		Handlers: []pipeline.InboundHandler{s.keywordHandler(consentRegistry)},
 	}); err != nil {
 		return err
 	}
@@ -68,11 +71,17 @@ func (s *Server) wire(ctx context.Context) error {
 		Messages:  s.db,
 		Keys:      s.db,
 		Directory: dir,
+		Consent:   consentRegistry,
 		Channel:   s.opts.ChannelRoutes,
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},
 		},
+	}
+	for _, r := range s.runners {
+		if r.Gated() { // an account that can be paused (WhatsApp): ready while it can send
+			deps.Ready = append(deps.Ready, api.ReadyCheck{Name: r.Name(), Check: r.Ready})
+		}
 	}
 	if s.opts.Dev && len(s.sandboxes) > 0 {
 		deps.Sandbox = sandboxes(s.sandboxes)
@@ -117,10 +126,14 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 			return err
 		}
 	}
+	var lease adapters.Leaser
+	if acct.Driver == config.DriverWhatsMeow {
+		lease = s.bus.Leases(0, "") // one live connection per WhatsApp account: one replica holds it
+	}
 	r, err := adapters.NewRunner(adapters.RunnerConfig{
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
-		Store: s.db, Bus: s.bus, Sealer: s.keyring,
-		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log,
+		Store: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner")},
+		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
 	})
 	if err != nil {
 		return err
