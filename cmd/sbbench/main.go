@@ -130,12 +130,9 @@ func load(ctx context.Context, o options, fn func(ctx context.Context, worker, i
 		seq atomic.Int64
 		wg  sync.WaitGroup
 	)
-	var tick <-chan time.Time
-	if o.rate > 0 {
-		t := time.NewTicker(time.Duration(float64(time.Second) / o.rate))
-		defer t.Stop()
-		tick = t.C
-	}
+	// With a rate, send i is due at start + i/rate: an absolute schedule that a slow moment
+	// does not thin out, as a ticker that drops ticks would.
+	var slot atomic.Int64
 	start := time.Now()
 	for w := range o.concurrency {
 		wg.Go(func() {
@@ -144,9 +141,10 @@ func load(ctx context.Context, o options, fn func(ctx context.Context, worker, i
 			var ok, failed int64
 			var firstErr string
 			for ctx.Err() == nil {
-				if tick != nil {
+				if o.rate > 0 {
+					due := start.Add(time.Duration(float64(slot.Add(1)-1) / o.rate * float64(time.Second)))
 					select {
-					case <-tick:
+					case <-time.After(time.Until(due)):
 					case <-ctx.Done():
 						continue
 					}
@@ -203,6 +201,9 @@ func loadGateway(ctx context.Context, o options) (*phase, error) {
 	if err := ping(ctx, client, o.url); err != nil {
 		return nil, err
 	}
+	if err := optIn(ctx, client, o); err != nil {
+		return nil, err
+	}
 	return load(ctx, o, func(ctx context.Context, _, _ int) (string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
@@ -233,6 +234,27 @@ func loadGateway(ctx context.Context, o options) (*phase, error) {
 		}
 		return out.ID, nil
 	}), nil
+}
+
+// optIn records the recipient's opt-in, as a business does before messaging someone on a
+// channel that requires it (WhatsApp by default). An older gateway without the consent API is fine.
+func optIn(ctx context.Context, client *http.Client, o options) error {
+	url := strings.TrimRight(o.url, "/") + "/v1/consent/" + o.channel + "/" + o.to
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, strings.NewReader(`{"state":"opted_in","source":"import","note":"sbbench"}`))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+o.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotFound {
+		return fmt.Errorf("recording the recipient's opt-in: HTTP %d", resp.StatusCode)
+	}
+	return nil
 }
 
 func ping(ctx context.Context, client *http.Client, base string) error {

@@ -176,7 +176,7 @@ func (s *Server) newMessage(tenant string, req *sendRequest) (*gateway.Message, 
 	if ch == gateway.WhatsApp && strings.HasPrefix(to, "teams:") {
 		return nil, gateway.FieldErrorf(gateway.EInvalidRecipient, "to", "a teams: address cannot be sent on channel whatsapp; use channel teams")
 	}
-	peer, err := gateway.ParseAddress(ch, to)
+	peer, err := s.addrs.parse(ch, to)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ const (
 // TenantKey implements crypt.KeyStore.
 func (db *DB) TenantKey(ctx context.Context, tenant string) (crypt.WrappedKey, error) {
 	var k crypt.WrappedKey
-	err := db.reader.QueryRowContext(ctx, db.q(selectTenantKey), tenant).Scan(&k.KeyID, &k.Wrapped)
+	err := db.readRow(ctx, db.q(selectTenantKey), tenant).Scan(&k.KeyID, &k.Wrapped)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return k, gateway.Errorf(gateway.ENotFound, "no key for tenant %s", tenant)
 	}
@@ -48,7 +48,7 @@ func (db *DB) CreateTenantKey(ctx context.Context, tenant string, k crypt.Wrappe
 // SubjectKey implements crypt.KeyStore.
 func (db *DB) SubjectKey(ctx context.Context, tenant, subject string) (crypt.WrappedKey, error) {
 	var k crypt.WrappedKey
-	err := db.reader.QueryRowContext(ctx, db.q(selectSubjectKey), tenant, subject).Scan(&k.KeyID, &k.Wrapped)
+	err := db.readRow(ctx, db.q(selectSubjectKey), tenant, subject).Scan(&k.KeyID, &k.Wrapped)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return k, gateway.Errorf(gateway.ENotFound, "no data key for subject %s", crypt.ShortSubject(subject))
 	}
@@ -134,7 +134,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, tenant, name, secret string) (ga
 func (db *DB) APIKeyBySecret(ctx context.Context, secret string) (gateway.APIKey, error) {
 	var k gateway.APIKey
 	var created int64
-	err := db.reader.QueryRowContext(ctx, db.q("SELECT id, tenant, name, prefix, created_at FROM api_keys WHERE hash = ? AND revoked_at IS NULL"),
+	err := db.readRow(ctx, db.q("SELECT id, tenant, name, prefix, created_at FROM api_keys WHERE hash = ? AND revoked_at IS NULL"),
 		hashSecret(secret)).Scan(&k.ID, &k.Tenant, &k.Name, &k.Prefix, &created)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return gateway.APIKey{}, gateway.Errorf(gateway.ENotFound, "no such API key")

@@ -291,7 +291,7 @@ func (db *DB) Message(ctx context.Context, tenant, id string, withContent bool) 
 	if err != nil {
 		return nil, err
 	}
-	r, err := scanMessage(db.reader.QueryRowContext(ctx, db.q(selectMessage(withContent)+" WHERE tenant = ? AND id = ?"), tenant, id))
+	r, err := scanMessage(db.readRow(ctx, db.q(selectMessage(withContent)+" WHERE tenant = ? AND id = ?"), tenant, id))
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return nil, gateway.Errorf(gateway.ENotFound, "no message %s", id)
 	}
@@ -351,7 +351,7 @@ func (db *DB) ListMessages(ctx context.Context, tenant string, f store.MessageFi
 	}
 	query := selectMessage(false) + " WHERE " + strings.Join(where, " AND ") + " ORDER BY created_at DESC, id DESC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := db.reader.QueryContext(ctx, db.q(query), args...)
+	rows, err := db.readRows(ctx, db.q(query), args...)
 	if err != nil {
 		return nil, "", dbErr("list messages", err)
 	}
@@ -406,7 +406,7 @@ func decodeCursor(c string) (int64, string, error) {
 // History implements store.Messages: the message's events ordered by their time, then by the
 // order they were recorded. Another tenant's message is not found.
 func (db *DB) History(ctx context.Context, tenant, id string) ([]gateway.StatusEvent, error) {
-	rows, err := db.reader.QueryContext(ctx, db.q(`SELECT e.status, e.previous, e.at, e.channel_message_id, e.participant,
+	rows, err := db.readRows(ctx, db.q(`SELECT e.status, e.previous, e.at, e.channel_message_id, e.participant,
 		e.error_code, e.error_message, m.channel, m.account
 		FROM status_events e JOIN messages m ON m.id = e.message_id
 		WHERE m.tenant = ? AND m.id = ? ORDER BY e.at, e.seq`), tenant, id)
@@ -488,7 +488,7 @@ func (db *DB) MessageIDByChannelID(ctx context.Context, tenant string, channel g
 		return "", gateway.Errorf(gateway.ENotFound, "no channel message id")
 	}
 	var id string
-	err := db.reader.QueryRowContext(ctx, db.q(selectByChannel), tenant, string(channel), account, channelMessageID).Scan(&id)
+	err := db.readRow(ctx, db.q(selectByChannel), tenant, string(channel), account, channelMessageID).Scan(&id)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return "", gateway.Errorf(gateway.ENotFound, "no message with this channel message id")
 	}
@@ -616,7 +616,7 @@ func (db *DB) Unfinished(ctx context.Context, afterID string, limit int) ([]gate
 	if limit <= 0 {
 		limit = DefaultUnfinishedLimit
 	}
-	rows, err := db.reader.QueryContext(ctx, db.q(`SELECT id, tenant, channel, account, hops FROM messages
+	rows, err := db.readRows(ctx, db.q(`SELECT id, tenant, channel, account, hops FROM messages
 		WHERE status = 'accepted' AND id > ? ORDER BY id LIMIT ?`), afterID, limit)
 	if err != nil {
 		return nil, dbErr("list unfinished", err)

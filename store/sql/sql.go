@@ -73,6 +73,7 @@ type DB struct {
 	writer  *dbsql.DB // SQLite: one connection, BEGIN IMMEDIATE. PostgreSQL: the same pool as reader.
 	reader  *dbsql.DB
 	keyring atomic.Pointer[crypt.Keyring]
+	reads   sync.Map // query text → *dbsql.Stmt on the reader pool: parsing SQL is a large part of a read
 
 	batchSize int
 	batchWait time.Duration
@@ -169,6 +170,41 @@ func (db *DB) kr() (*crypt.Keyring, error) {
 
 // Driver is "sqlite" or "postgres".
 func (db *DB) Driver() string { return db.driver }
+
+// readStmt returns the reader pool's prepared statement for query (already rebound by q),
+// preparing it on first use. Callers pass constant query texts or a small set of built ones.
+func (db *DB) readStmt(ctx context.Context, query string) (*dbsql.Stmt, error) {
+	if st, ok := db.reads.Load(query); ok {
+		return st.(*dbsql.Stmt), nil
+	}
+	st, err := db.reader.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := db.reads.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*dbsql.Stmt), nil
+	}
+	return st, nil
+}
+
+// readRow runs a one-row query on the reader pool through a prepared statement.
+func (db *DB) readRow(ctx context.Context, query string, args ...any) *dbsql.Row {
+	st, err := db.readStmt(ctx, query)
+	if err != nil {
+		return db.reader.QueryRowContext(ctx, query, args...) // the same error, reported by Scan
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// readRows runs a query on the reader pool through a prepared statement.
+func (db *DB) readRows(ctx context.Context, query string, args ...any) (*dbsql.Rows, error) {
+	st, err := db.readStmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
 
 // SQL is the handle for tables that other packages keep in the same database (channel
 // credentials, the WhatsApp device store). On SQLite it is the single writer connection, so their
@@ -290,6 +326,10 @@ func (db *DB) closeDBs() error {
 	for _, st := range db.stmts {
 		errs = append(errs, st.Close())
 	}
+	db.reads.Range(func(_, st any) bool {
+		errs = append(errs, st.(*dbsql.Stmt).Close())
+		return true
+	})
 	if db.reader != nil && db.reader != db.writer {
 		errs = append(errs, db.reader.Close())
 	}
