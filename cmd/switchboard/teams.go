@@ -14,6 +14,8 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/store/credstore"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
 )
 
 func newTeamsCmd(g *globals) *cobra.Command {
@@ -112,24 +114,12 @@ func newTeamsCmd(g *globals) *cobra.Command {
 
 // withTeamsAccount opens the encrypted store and runs fn with one graph account's adapter config.
 func (g *globals) withTeamsAccount(cmd *cobra.Command, tenant, account string, fn func(context.Context, teams.Config, *credstore.Store) error) error {
-	cfg, err := g.load(cmd)
-	if err != nil {
-		return err
-	}
-	t := cfg.Tenant(tenant)
-	if t == nil {
-		return gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
-	}
-	acct := t.Channel(gateway.Teams).Account(account)
-	if acct == nil || acct.Driver != config.DriverGraph {
-		return gateway.FieldErrorf(gateway.ENotFound, "account", "tenant %s has no Teams account %q on the graph driver", tenant, account)
-	}
-	ctx := cmd.Context()
-	db, kr, err := server.OpenStore(ctx, cfg, g.dev, zerolog.Nop())
+	cfg, acct, db, kr, err := g.openAccount(cmd, tenant, gateway.Teams, account, config.DriverGraph)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	ctx := cmd.Context()
 	creds, err := credentials(ctx, db, kr)
 	if err != nil {
 		return err
@@ -139,4 +129,26 @@ func (g *globals) withTeamsAccount(cmd *cobra.Command, tenant, account string, f
 		return err
 	}
 	return fn(ctx, tc, creds)
+}
+
+// openAccount loads the configuration, finds the tenant's account of a channel on driver, and
+// opens the encrypted store, which the caller closes.
+func (g *globals) openAccount(cmd *cobra.Command, tenant string, ch gateway.Channel, account, driver string) (*config.Config, *config.AccountConfig, *storesql.DB, *crypt.Keyring, error) {
+	cfg, err := g.load(cmd)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	t := cfg.Tenant(tenant)
+	if t == nil {
+		return nil, nil, nil, nil, gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
+	}
+	acct := t.Channel(ch).Account(account)
+	if acct == nil || acct.Driver != driver {
+		return nil, nil, nil, nil, gateway.FieldErrorf(gateway.ENotFound, "account", "tenant %s has no %s account %q on the %s driver", tenant, ch, account, driver)
+	}
+	db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return cfg, acct, db, kr, nil
 }

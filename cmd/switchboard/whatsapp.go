@@ -240,24 +240,12 @@ func accountState(ctx context.Context, db *storesql.DB, kr *crypt.Keyring, tenan
 // withWhatsAppAccount opens the encrypted store and runs fn with one whatsmeow account's adapter
 // config (its device store and client factory).
 func (g *globals) withWhatsAppAccount(cmd *cobra.Command, tenant, account string, fn func(context.Context, whatsapp.Config, config.AccountConfig) error) error {
-	cfg, err := g.load(cmd)
-	if err != nil {
-		return err
-	}
-	t := cfg.Tenant(tenant)
-	if t == nil {
-		return gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
-	}
-	acct := t.Channel(gateway.WhatsApp).Account(account)
-	if acct == nil || acct.Driver != config.DriverWhatsMeow {
-		return gateway.FieldErrorf(gateway.ENotFound, "account", "tenant %s has no WhatsApp account %q on the whatsmeow driver", tenant, account)
-	}
-	ctx := cmd.Context()
-	db, kr, err := server.OpenStore(ctx, cfg, g.dev, zerolog.Nop())
+	_, acct, db, kr, err := g.openAccount(cmd, tenant, gateway.WhatsApp, account, config.DriverWhatsMeow)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	ctx := cmd.Context()
 	st, err := deviceStore(ctx, db, kr, tenant, account)
 	if err != nil {
 		return err
