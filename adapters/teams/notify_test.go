@@ -175,8 +175,8 @@ func TestNotificationDelivers(t *testing.T) {
 		t.Fatalf("batch: %d", code)
 	}
 	evs := n.sink.events()
-	if len(evs) != 2 || evs[0].ChannelMessageID != "n1" || evs[0].Content.Text != "hi & bye" || evs[0].FromName != "Ann" ||
-		evs[0].From.Value != "u1" || evs[0].Chat != "teams:chat:"+testChat || evs[1].ChannelMessageID != "n2" {
+	if len(evs) != 2 || graphID(evs[0].ChannelMessageID) != "n1" || evs[0].Content.Text != "hi & bye" || evs[0].FromName != "Ann" ||
+		evs[0].From.Value != "u1" || evs[0].Chat != "teams:chat:"+testChat || evs[1].ChannelMessageID != "teams:chat:"+testChat+"|n2" {
 		t.Fatalf("events = %+v", evs)
 	}
 	if auth := n.graph.Requests(); !strings.HasPrefix(auth[len(auth)-1].Auth, "Bearer fake-access-token-") {
@@ -219,7 +219,7 @@ func TestSubscriptionRenewal(t *testing.T) {
 	if code, _ := n.post(t, LifecyclePath, life("missed")); code != http.StatusAccepted {
 		t.Fatalf("lifecycle: %d", code)
 	}
-	if ev := <-n.sink.got; ev.ChannelMessageID != "m1" {
+	if ev := <-n.sink.got; graphID(ev.ChannelMessageID) != "m1" {
 		t.Errorf("catch-up delivered %+v", ev)
 	}
 

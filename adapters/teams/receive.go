@@ -319,7 +319,7 @@ func (a *Adapter) inboundEvent(msg models.ChatMessageable, src source) (gateway.
 		Tenant:           a.cfg.Tenant,
 		Channel:          gateway.Teams,
 		Account:          a.cfg.Account,
-		ChannelMessageID: id(msg),
+		ChannelMessageID: inboundID(src.address(), id(msg)),
 		From:             gateway.Address{Channel: gateway.Teams, Kind: gateway.KindTeamsUser, Value: user},
 		FromName:         name,
 		Chat:             src.address().String(),
@@ -327,6 +327,16 @@ func (a *Adapter) inboundEvent(msg models.ChatMessageable, src source) (gateway.
 		At:               created(msg),
 	}, true
 }
+
+// inboundID qualifies a Graph message id with its conversation: Graph ids are millisecond
+// timestamps, unique within one chat or channel only, and the gateway dedupes inbound messages by
+// (account, channel message id), so two chats writing in the same millisecond must not collide.
+func inboundID(conversation gateway.Address, graphID string) string {
+	return conversation.String() + "|" + graphID
+}
+
+// graphID is the Graph message id in an id that inboundID may have qualified.
+func graphID(id string) string { return id[strings.LastIndexByte(id, '|')+1:] }
 
 func id(m models.ChatMessageable) string {
 	if p := m.GetId(); p != nil {

@@ -45,7 +45,7 @@ func TestPollFirstRunSkipsHistory(t *testing.T) {
 	}
 	ev := evs[0]
 	want := gateway.InboundEvent{
-		Tenant: "acme", Channel: gateway.Teams, Account: "ops", ChannelMessageID: "2",
+		Tenant: "acme", Channel: gateway.Teams, Account: "ops", ChannelMessageID: "teams:chat:" + testChat + "|2",
 		From:     gateway.Address{Channel: gateway.Teams, Kind: gateway.KindTeamsUser, Value: "u1"},
 		FromName: "Ann", Chat: "teams:chat:" + testChat,
 		Content: gateway.Content{Text: "new & shiny\nsecond line"}, At: t0.Add(time.Minute),
@@ -92,12 +92,12 @@ func TestPollRestartNeitherMissesNorRepeats(t *testing.T) {
 	var got []string
 	for _, ev := range append(first.events(), second.events()...) {
 		if ev.Chat == "teams:chat:"+testChat {
-			got = append(got, ev.ChannelMessageID)
+			got = append(got, graphID(ev.ChannelMessageID))
 		}
 	}
 	for _, ev := range append(first.events(), second.events()...) {
 		if ev.Chat == "teams:channel:"+testTeam+"/"+testChannel {
-			got = append(got, ev.ChannelMessageID)
+			got = append(got, graphID(ev.ChannelMessageID))
 		}
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -140,7 +140,7 @@ func TestRunPollsWithBackoff(t *testing.T) {
 		t.Fatalf("the poll timer fired before the backoff ended (%d timers pending)", n)
 	}
 	e.clock.Advance(10 * time.Second)
-	if ev := <-sink.got; ev.ChannelMessageID != "1" {
+	if ev := <-sink.got; graphID(ev.ChannelMessageID) != "1" {
 		t.Errorf("got %+v", ev)
 	}
 	cancel()
@@ -160,6 +160,45 @@ func TestHTMLToText(t *testing.T) {
 	for _, tc := range cases {
 		if got := htmlToText(tc.in); got != tc.want {
 			t.Errorf("htmlToText(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestSameGraphIDInTwoConversations: Graph message ids are timestamps, unique per conversation
+// only. Two conversations writing in the same millisecond must reach the gateway as two messages
+// (its dedupe is by channel message id), and either id still works as a reply_to.
+func TestSameGraphIDInTwoConversations(t *testing.T) {
+	e := newEnv(t)
+	e.login(t)
+	ctx := context.Background()
+	a := e.adapter(t, pollConfig, nil)
+	if err := a.PollOnce(ctx, newSink()); err != nil {
+		t.Fatal(err)
+	}
+	e.graph.Add(testChat, fakeMessage{ID: "1700000000123", From: "u1", HTML: "in the chat", At: t0})
+	e.graph.Add(testTeam+"/"+testChannel, fakeMessage{ID: "1700000000123", From: "u2", HTML: "in the channel", At: t0})
+	sink := newSink()
+	if err := a.PollOnce(ctx, sink); err != nil {
+		t.Fatal(err)
+	}
+	evs := sink.events()
+	if len(evs) != 2 || evs[0].ChannelMessageID == evs[1].ChannelMessageID {
+		t.Fatalf("want two messages with distinct ids, got %+v", evs)
+	}
+	for _, ev := range evs {
+		if graphID(ev.ChannelMessageID) != "1700000000123" {
+			t.Errorf("%q does not carry the Graph id", ev.ChannelMessageID)
+		}
+	}
+}
+
+func TestGraphIDAcceptsBothForms(t *testing.T) {
+	for in, want := range map[string]string{
+		"1700000000123": "1700000000123",
+		"teams:channel:team-1/19:general@thread.tacv2|1700000000123": "1700000000123",
+	} {
+		if got := graphID(in); got != want {
+			t.Errorf("graphID(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -58,7 +58,7 @@ func (a *Adapter) Send(ctx context.Context, m adapters.Outbound) (string, error)
 			if strings.HasPrefix(reply, "msg_") {
 				return "", adapters.Permanent(gateway.EInvalidField, errors.New("reply_to must be the Teams message id of the thread's first message"))
 			}
-			msg, err = msgs.ByChatMessageId(reply).Replies().Post(ctx, body, nil)
+			msg, err = msgs.ByChatMessageId(graphID(reply)).Replies().Post(ctx, body, nil)
 		} else {
 			msg, err = msgs.Post(ctx, body, nil)
 		}

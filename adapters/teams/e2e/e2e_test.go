@@ -306,7 +306,7 @@ func TestReceiveEndToEnd(t *testing.T) {
 	s.graph.Add("19:inbox@thread.v2", teamsfake.Message{ID: "1700000000001", From: "user-ann", FromName: "Ann", HTML: "<p>STOP</p>", At: time.Now().Add(time.Millisecond)})
 	select {
 	case in := <-s.inbound:
-		if in.Event.ChannelMessageID != "1700000000001" || in.Message.Content.Text != "STOP" || in.Event.FromName != "Ann" ||
+		if in.Event.ChannelMessageID != "teams:chat:19:inbox@thread.v2|1700000000001" || in.Message.Content.Text != "STOP" || in.Event.FromName != "Ann" ||
 			in.Message.Peer.String() != "teams:user:user-ann" || in.Event.Chat != "teams:chat:19:inbox@thread.v2" {
 			t.Errorf("inbound = %+v", in)
 		}
