@@ -132,9 +132,9 @@ func newAuth(cfg Config, ep endpoints, store CredentialStore) (*Auth, error) {
 		}
 		a.pub = &c
 	case Application:
-		cred, err := confidential.NewCredFromSecret(cfg.ClientSecret)
+		cred, err := appCredential(cfg)
 		if err != nil {
-			return nil, gateway.WrapError(gateway.EInvalidField, err, "teams: bad client secret")
+			return nil, err
 		}
 		opts := []confidential.Option{
 			confidential.WithHTTPClient(cfg.HTTPClient),
@@ -150,6 +150,27 @@ func newAuth(cfg Config, ep endpoints, store CredentialStore) (*Auth, error) {
 		a.conf = &c
 	}
 	return a, nil
+}
+
+// appCredential is the application identity's credential: a certificate when one is configured,
+// else the client secret.
+func appCredential(cfg Config) (confidential.Credential, error) {
+	if len(cfg.certificatePEM) > 0 {
+		certs, key, err := confidential.CertFromPEM(cfg.certificatePEM, "")
+		if err != nil {
+			return confidential.Credential{}, gateway.WrapError(gateway.EInvalidField, err, "teams: the certificate file needs a PEM certificate and its unencrypted private key")
+		}
+		cred, err := confidential.NewCredFromCert(certs, key)
+		if err != nil {
+			return confidential.Credential{}, gateway.WrapError(gateway.EInvalidField, err, "teams: bad certificate")
+		}
+		return cred, nil
+	}
+	cred, err := confidential.NewCredFromSecret(cfg.ClientSecret)
+	if err != nil {
+		return confidential.Credential{}, gateway.WrapError(gateway.EInvalidField, err, "teams: bad client secret")
+	}
+	return cred, nil
 }
 
 // State is the account's current auth state.

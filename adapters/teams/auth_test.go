@@ -2,12 +2,19 @@ package teams
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
@@ -132,6 +139,17 @@ func TestApplicationAuth(t *testing.T) {
 	if err := os.WriteFile(loose, []byte("app-secret\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	cert, certPEM := selfSignedCert(t)
+	_, otherPEM := selfSignedCert(t)
+	certFile, otherFile, looseCert := filepath.Join(dir, "app.pem"), filepath.Join(dir, "other.pem"), filepath.Join(dir, "loose.pem")
+	for path, data := range map[string][]byte{certFile: certPEM, otherFile: otherPEM} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(looseCert, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name    string
 		mod     func(*Config)
@@ -143,10 +161,14 @@ func TestApplicationAuth(t *testing.T) {
 		{"loose file", func(c *Config) { c.ClientSecretFile = loose }, "tenants.acme.channels.teams.accounts.ops.client_secret_file", false},
 		{"no secret", func(c *Config) {}, "tenants.acme.channels.teams.accounts.ops.client_secret", false},
 		{"wrong secret", func(c *Config) { c.ClientSecret = "nope" }, "", true},
+		{"certificate", func(c *Config) { c.CertificateFile = certFile }, "", false},
+		{"loose certificate file", func(c *Config) { c.CertificateFile = looseCert }, "tenants.acme.channels.teams.accounts.ops.certificate_file", false},
+		{"unregistered certificate", func(c *Config) { c.CertificateFile = otherFile }, "", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
+			e.auth.ClientCertificate = cert
 			cfg := e.config()
 			cfg.Auth = Application
 			tc.mod(&cfg)
@@ -225,4 +247,27 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// selfSignedCert returns an app registration's certificate and a PEM file body holding it with its
+// private key, as `certificate_file` expects.
+func selfSignedCert(t *testing.T) (*x509.Certificate, []byte) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "switchboard-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	body = append(body, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})...)
+	return cert, body
 }

@@ -70,6 +70,10 @@ type Config struct {
 	// ClientSecret for Auth=application; or ClientSecretFile, a file holding it (mode 0600).
 	ClientSecret     string
 	ClientSecretFile string
+	// CertificateFile is, instead of a secret, a PEM file (mode 0600) with the app registration's
+	// certificate and its private key: MSAL signs a client assertion with it.
+	CertificateFile string
+	certificatePEM  []byte
 
 	// Cloud is public (default), usgov or china. AuthorityURL (login host, e.g.
 	// https://login.microsoftonline.com; the tenant id is appended) and GraphURL (e.g.
@@ -144,9 +148,15 @@ func (c *Config) normalize() (endpoints, error) {
 	default:
 		return endpoints{}, gateway.FieldErrorf(gateway.EInvalidField, field("auth"), "auth must be delegated or application, not %q", c.Auth)
 	}
-	if c.Auth == Application && c.ClientSecret == "" {
+	if c.Auth == Application && c.ClientSecret == "" && c.CertificateFile != "" {
+		pem, err := readSecretFile(c.CertificateFile)
+		if err != nil {
+			return endpoints{}, gateway.WrapError(gateway.EInvalidField, err, "%s: cannot read the certificate file", field("certificate_file"))
+		}
+		c.certificatePEM = []byte(pem)
+	} else if c.Auth == Application && c.ClientSecret == "" {
 		if c.ClientSecretFile == "" {
-			return endpoints{}, gateway.FieldErrorf(gateway.EMissingField, field("client_secret"), "application auth needs a client secret (from env or client_secret_file)")
+			return endpoints{}, gateway.FieldErrorf(gateway.EMissingField, field("client_secret"), "application auth needs a client secret (from env or client_secret_file) or a certificate_file")
 		}
 		b, err := readSecretFile(c.ClientSecretFile)
 		if err != nil {

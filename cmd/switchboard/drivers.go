@@ -69,6 +69,7 @@ func teamsConfig(c *config.Config, tenant string, acct config.AccountConfig, hc 
 		Tenant: tenant, Account: acct.Name,
 		TenantID: g.TenantID, ClientID: g.ClientID, Auth: teams.AuthMode(g.Auth),
 		ClientSecretFile: g.ClientSecretFile,
+		CertificateFile:  g.CertificateFile,
 		Cloud:            g.Cloud, AuthorityURL: g.AuthorityURL, GraphURL: g.GraphURL,
 		Chats: g.Chats, Channels: g.Channels, PollInterval: g.PollInterval,
 		PublicURL:  strings.TrimRight(c.Server.PublicURL, "/"),

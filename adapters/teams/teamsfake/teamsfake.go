@@ -6,6 +6,10 @@
 package teamsfake
 
 import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -46,6 +50,9 @@ type Authority struct {
 	PendingPolls   int // device-code polls to answer authorization_pending first
 	AccessLifetime int // seconds
 	ClientSecret   string
+	// ClientCertificate, when set, is the app registration's certificate: a client_credentials
+	// grant may then authenticate with a client assertion signed by its private key.
+	ClientCertificate *x509.Certificate
 }
 
 // NewAuthority starts a fake authority, stopped when the test ends.
@@ -106,7 +113,12 @@ func (f *Authority) token(w http.ResponseWriter, form url.Values) {
 		delete(f.refreshTokens, form.Get("refresh_token")) // rotated
 		f.refreshGrants++
 	case "client_credentials":
-		if form.Get("client_secret") != f.ClientSecret {
+		if a := form.Get("client_assertion"); a != "" {
+			if err := f.verifyAssertion(a); err != nil {
+				writeJSON(w, 401, map[string]any{"error": "invalid_client", "error_description": err.Error()})
+				return
+			}
+		} else if form.Get("client_secret") != f.ClientSecret {
 			writeJSON(w, 401, map[string]any{"error": "invalid_client"})
 			return
 		}
@@ -137,6 +149,42 @@ func (f *Authority) token(w http.ResponseWriter, form url.Values) {
 		"id_token":    b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64(claims) + ".sig",
 		"client_info": b64(info),
 	})
+}
+
+// verifyAssertion checks a client assertion as the identity platform does: a JWT about our
+// client, signed (RS256 or PS256) by the registered certificate's key.
+func (f *Authority) verifyAssertion(jwt string) error {
+	if f.ClientCertificate == nil {
+		return fmt.Errorf("no certificate registered")
+	}
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("not a JWT")
+	}
+	var header struct{ Alg string }
+	var claims struct{ Iss, Sub string }
+	for i, v := range []any{&header, &claims} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, v) != nil {
+			return fmt.Errorf("bad JWT part %d", i)
+		}
+	}
+	if claims.Sub != ClientID || claims.Iss != ClientID {
+		return fmt.Errorf("assertion is about %q, not the client", claims.Sub)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return err
+	}
+	pub, ok := f.ClientCertificate.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("the registered certificate has no RSA key")
+	}
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if header.Alg == "PS256" {
+		return rsa.VerifyPSS(pub, crypto.SHA256, sum[:], sig, nil)
+	}
+	return rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig)
 }
 
 // Valid reports whether token is a live access token.
