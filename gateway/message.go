@@ -49,6 +49,13 @@ type Content struct {
 	Extra    map[string]string `json:"extra,omitempty"`    // channel specifics (sender name, chat title …)
 }
 
+// Content.Extra keys for Teams specifics: a JSON array of people to @-mention
+// ([{"id":"<aad-object-id>","name":"Ann"}]) and an Adaptive Card (a JSON object).
+const (
+	ExtraTeamsMentions     = "teams.mentions"
+	ExtraTeamsAdaptiveCard = "teams.adaptive_card"
+)
+
 // Media is a reference to an attachment.
 type Media struct {
 	URL      string `json:"url"`

@@ -77,10 +77,10 @@ func (a *Adapter) Send(ctx context.Context, m adapters.Outbound) (string, error)
 // Channel specifics a message may carry in Content.Extra.
 const (
 	// ExtraAdaptiveCard is an Adaptive Card (a JSON object), attached after the text.
-	ExtraAdaptiveCard = "teams.adaptive_card"
+	ExtraAdaptiveCard = gateway.ExtraTeamsAdaptiveCard
 	// ExtraMentions is a JSON array [{"id":"<aad-object-id>","name":"Ann"}]: each person is
 	// @-mentioned, in order, before the text.
-	ExtraMentions = "teams.mentions"
+	ExtraMentions = gateway.ExtraTeamsMentions
 )
 
 // mention is one entry of ExtraMentions.

@@ -100,6 +100,25 @@ tenants:
 		t.Errorf("the body was not HTML-escaped: %s", body)
 	}
 
+	// Mentions and an Adaptive Card travel from the API to Graph.
+	req, _ = http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(
+		`{"to":"teams:chat:19:abc@thread.v2","text":"please look","teams":{"mentions":[{"id":"aad-ann","name":"Ann"}],"adaptive_card":{"type":"AdaptiveCard","version":"1.5"}}}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("send with mentions: HTTP %d", resp.StatusCode)
+	}
+	got = graph.WaitFor(t, http.MethodPost, "/v1.0/chats/19:abc@thread.v2/messages")
+	body, _ = json.Marshal(got.Body)
+	for _, want := range []string{`\u003cat id=\"0\"\u003eAnn\u003c/at\u003e`, `"mentions":[{`, `aad-ann`, `application/vnd.microsoft.card.adaptive`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("Graph body lacks %s: %s", want, body)
+		}
+	}
+
 	// Graph's subscription handshake reaches the adapter without an API key.
 	resp, err = http.Post(base+"/v1/channels/teams/notifications?validationToken=hello%20graph", "text/plain", nil)
 	if err != nil {

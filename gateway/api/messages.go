@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -28,6 +30,8 @@ const (
 	MaxTemplateParamName  = 64
 	MaxTemplateLanguage   = 32
 	MaxReplyToLen         = 256
+	MaxMentions           = 20
+	MaxMentionName        = 256
 	MaxMetadataKeys       = 16
 	MaxMetadataKeyLen     = 40
 	MaxMetadataValueLen   = 500
@@ -48,6 +52,18 @@ type sendRequest struct {
 	Template *templateJSON     `json:"template,omitempty"`
 	ReplyTo  string            `json:"reply_to,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	Teams    *teamsJSON        `json:"teams,omitempty"`
+}
+
+// teamsJSON holds Teams specifics: people to @-mention before the text, and an Adaptive Card.
+type teamsJSON struct {
+	Mentions     []mentionJSON   `json:"mentions,omitempty"`
+	AdaptiveCard json.RawMessage `json:"adaptive_card,omitempty"`
+}
+
+type mentionJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
 }
 
 type mediaJSON struct {
@@ -195,6 +211,9 @@ func (s *Server) newMessage(tenant string, req *sendRequest) (*gateway.Message, 
 	if err != nil {
 		return nil, err
 	}
+	if err := teamsExtras(ch, req.Teams, &content); err != nil {
+		return nil, err
+	}
 	if err := validMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
@@ -272,6 +291,42 @@ func validContent(req *sendRequest) (gateway.Content, error) {
 	}
 	c.ReplyTo = req.ReplyTo
 	return c, nil
+}
+
+// teamsExtras checks the teams object and carries it in the content for the Teams adapter.
+func teamsExtras(ch gateway.Channel, t *teamsJSON, c *gateway.Content) error {
+	if t == nil {
+		return nil
+	}
+	if ch != gateway.Teams {
+		return gateway.FieldErrorf(gateway.EInvalidField, "teams", "only messages on channel teams take a teams object")
+	}
+	if len(t.Mentions) > MaxMentions {
+		return gateway.FieldErrorf(gateway.EInvalidField, "teams.mentions", "at most %d mentions", MaxMentions)
+	}
+	for i, m := range t.Mentions {
+		if m.ID == "" || m.Name == "" || strings.ContainsAny(m.ID, "/?# ") || utf8.RuneCountInString(m.Name) > MaxMentionName {
+			return gateway.FieldErrorf(gateway.EInvalidField, fmt.Sprintf("teams.mentions[%d]", i), "a mention needs the person's AAD object id and a name of at most %d characters", MaxMentionName)
+		}
+	}
+	card := bytes.TrimSpace(t.AdaptiveCard)
+	if len(card) > 0 && (card[0] != '{' || !json.Valid(card)) {
+		return gateway.FieldErrorf(gateway.EInvalidField, "teams.adaptive_card", "must be an Adaptive Card JSON object")
+	}
+	if len(t.Mentions) == 0 && len(card) == 0 {
+		return nil
+	}
+	if c.Extra == nil {
+		c.Extra = map[string]string{}
+	}
+	if len(t.Mentions) > 0 {
+		b, _ := json.Marshal(t.Mentions)
+		c.Extra[gateway.ExtraTeamsMentions] = string(b)
+	}
+	if len(card) > 0 {
+		c.Extra[gateway.ExtraTeamsAdaptiveCard] = string(card)
+	}
+	return nil
 }
 
 func validMetadata(md map[string]string) error {
