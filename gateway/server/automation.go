@@ -1,0 +1,37 @@
+package server
+
+import (
+	"path/filepath"
+
+	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/pipeline/automation"
+)
+
+// automationHandler builds the automation engine, its scheduler and (with a config file) its
+// reloader, and returns the engine as the inbound handler that runs after the keyword handler.
+func (s *Server) automationHandler() (pipeline.InboundHandler, error) {
+	s.automations = automation.New(automation.Config{
+		Intake: s.intake, Log: s.log.With().Str("component", "automation").Logger(), OnAction: s.opts.OnAutomation,
+	}, s.cfg)
+	// Schedules: the fired-at record per rule lives in the data dir; the replica holding the
+	// scheduler lease fires them.
+	sched, err := automation.NewScheduler(automation.SchedulerConfig{
+		Engine: s.automations, Fired: automation.NewFileFiredStore(filepath.Join(s.cfg.DataDir, "automation", "fired.json")),
+		Lease: s.bus.Leases(0, ""), // one replica fires the schedules
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.scheduler = sched
+	if s.opts.ConfigFile != "" {
+		r, err := automation.NewReloader(automation.ReloaderConfig{
+			Path: s.opts.ConfigFile, Engine: s.automations, Signal: s.opts.ReloadSignal,
+			OnReload: s.opts.OnReload, Log: s.log.With().Str("component", "reload").Logger(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.reloader = r
+	}
+	return s.automations, nil
+}
