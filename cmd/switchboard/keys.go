@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
+	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
 )
@@ -36,6 +37,9 @@ func newKeysCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := db.AppendAudit(cmd.Context(), store.AuditEntry{Tenant: tenant, Actor: store.Actor{KeyID: "cli"}, Action: "api_key_created", Target: k.ID}); err != nil {
+				return err
+			}
 			fmt.Fprintf(g.stderr, "API key %s for tenant %s (shown once: store it now):\n", k.ID, k.Tenant)
 			fmt.Fprintln(g.stdout, secret)
 			return nil
@@ -61,5 +65,6 @@ func newKeysCmd(g *globals) *cobra.Command {
 	master.Flags().StringVar(&out, "out", "", "file to create (it must not exist)")
 	_ = master.MarkFlagRequired("out")
 	cmd.AddCommand(create, master)
+	cmd.AddCommand(newKeyRotationCmds(g)...)
 	return cmd
 }

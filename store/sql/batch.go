@@ -183,7 +183,7 @@ func (db *DB) runTx(ops []*op) error {
 func hotQueries() []string {
 	return []string{
 		insertMessage, insertEvent, selectIdempotent, selectClaim, updateClaim, selectByChannel, selectForStatus,
-		updateStatus, insertTenantKey, selectTenantKey, insertSubjectKey, selectSubjectKey,
+		updateStatus,
 	}
 }
 

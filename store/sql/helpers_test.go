@@ -174,3 +174,19 @@ func count(t testing.TB, db *DB, query string, args ...any) int {
 	}
 	return n
 }
+
+// vaultCount counts the key vault's keys of one kind ("tenant" or "subject").
+func vaultCount(t *testing.T, db *DB, kind string) int64 {
+	t.Helper()
+	cs, err := db.KeyStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range cs {
+		if c.Kind == kind {
+			n += c.Count
+		}
+	}
+	return n
+}

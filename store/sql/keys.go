@@ -11,17 +11,9 @@ import (
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 )
 
-const (
-	selectTenantKey  = "SELECT key_id, wrapped FROM tenant_keys WHERE tenant = ?"
-	insertTenantKey  = "INSERT INTO tenant_keys (tenant, key_id, wrapped, created_at, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-	selectSubjectKey = "SELECT key_id, wrapped FROM subject_keys WHERE tenant = ? AND subject = ?"
-	insertSubjectKey = "INSERT INTO subject_keys (tenant, subject, key_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
-
-// TenantKey implements crypt.KeyStore.
+// TenantKey implements crypt.KeyStore, from the key vault (vault.go).
 func (db *DB) TenantKey(ctx context.Context, tenant string) (crypt.WrappedKey, error) {
-	var k crypt.WrappedKey
-	err := db.readRow(ctx, db.q(selectTenantKey), tenant).Scan(&k.KeyID, &k.Wrapped)
+	k, err := db.vault.get(ctx, vaultSelectTenantKey, tenant)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return k, gateway.Errorf(gateway.ENotFound, "no key for tenant %s", tenant)
 	}
@@ -34,21 +26,18 @@ func (db *DB) TenantKey(ctx context.Context, tenant string) (crypt.WrappedKey, e
 // CreateTenantKey implements crypt.KeyStore: it stores k unless the tenant has a key already, and
 // returns the stored key either way.
 func (db *DB) CreateTenantKey(ctx context.Context, tenant string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	var stored crypt.WrappedKey
-	err := db.write(ctx, "create tenant key", func(ctx context.Context, tx *wtx) error {
-		now := micros(db.now())
-		if _, err := tx.exec(ctx, insertTenantKey, tenant, k.KeyID, k.Wrapped, now, now); err != nil {
-			return err
-		}
-		return tx.queryRow(ctx, selectTenantKey, tenant).Scan(&stored.KeyID, &stored.Wrapped)
-	})
-	return stored, err
+	now := micros(db.now())
+	stored, err := db.vault.create(ctx, vaultInsertTenantKey, vaultSelectTenantKey,
+		[]any{tenant, k.KeyID, k.Wrapped, now, now}, []any{tenant})
+	if err != nil {
+		return stored, dbErr("create tenant key", err)
+	}
+	return stored, nil
 }
 
-// SubjectKey implements crypt.KeyStore.
+// SubjectKey implements crypt.KeyStore, from the key vault.
 func (db *DB) SubjectKey(ctx context.Context, tenant, subject string) (crypt.WrappedKey, error) {
-	var k crypt.WrappedKey
-	err := db.readRow(ctx, db.q(selectSubjectKey), tenant, subject).Scan(&k.KeyID, &k.Wrapped)
+	k, err := db.vault.get(ctx, vaultSelectSubjectKey, tenant, subject)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return k, gateway.Errorf(gateway.ENotFound, "no data key for subject %s", crypt.ShortSubject(subject))
 	}
@@ -60,14 +49,12 @@ func (db *DB) SubjectKey(ctx context.Context, tenant, subject string) (crypt.Wra
 
 // CreateSubjectKey implements crypt.KeyStore, like CreateTenantKey.
 func (db *DB) CreateSubjectKey(ctx context.Context, tenant, subject string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	var stored crypt.WrappedKey
-	err := db.write(ctx, "create subject key", func(ctx context.Context, tx *wtx) error {
-		if _, err := tx.exec(ctx, insertSubjectKey, tenant, subject, k.KeyID, k.Wrapped, micros(db.now())); err != nil {
-			return err
-		}
-		return tx.queryRow(ctx, selectSubjectKey, tenant, subject).Scan(&stored.KeyID, &stored.Wrapped)
-	})
-	return stored, err
+	stored, err := db.vault.create(ctx, vaultInsertSubjectKey, vaultSelectSubjectKey,
+		[]any{tenant, subject, k.KeyID, k.Wrapped, micros(db.now())}, []any{tenant, subject})
+	if err != nil {
+		return stored, dbErr("create subject key", err)
+	}
+	return stored, nil
 }
 
 // EnsureTenant implements store.Tenants.

@@ -63,6 +63,10 @@ type Config struct {
 	BatchWait time.Duration
 	// MaxReadConns bounds the reader pool (0: 4 per CPU, at least 8).
 	MaxReadConns int
+	// KeysDSN is where the wrapped keys live (vault.go), never in the data database, so a data
+	// backup holds no keys. SQLite default: beside the data file (VaultPath); PostgreSQL default:
+	// the data database itself (set another database for backup-proof erasure).
+	KeysDSN string
 }
 
 // DB is the store. Its methods are safe for concurrent use.
@@ -73,6 +77,7 @@ type DB struct {
 	writer  *dbsql.DB // SQLite: one connection, BEGIN IMMEDIATE. PostgreSQL: the same pool as reader.
 	reader  *dbsql.DB
 	keyring atomic.Pointer[crypt.Keyring]
+	vault   *vault
 	reads   sync.Map // query text → *dbsql.Stmt on the reader pool: parsing SQL is a large part of a read
 
 	batchSize int
@@ -126,6 +131,10 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*DB, error) {
 		return nil, err
 	}
 	if err := db.migrate(ctx); err != nil {
+		db.closeDBs()
+		return nil, err
+	}
+	if err := db.openVault(ctx, cfg); err != nil {
 		db.closeDBs()
 		return nil, err
 	}
@@ -336,6 +345,7 @@ func (db *DB) closeDBs() error {
 	if db.writer != nil {
 		errs = append(errs, db.writer.Close())
 	}
+	errs = append(errs, db.vault.close())
 	return errors.Join(errs...)
 }
 

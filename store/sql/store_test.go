@@ -765,10 +765,10 @@ func TestConcurrentFirstUse(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if n := count(t, e.db, "SELECT COUNT(*) FROM subject_keys"); n != 1 {
+		if n := vaultCount(t, e.db, "subject"); n != 1 {
 			t.Fatalf("%d subject keys", n)
 		}
-		if n := count(t, e.db, "SELECT COUNT(*) FROM tenant_keys"); n != 1 {
+		if n := vaultCount(t, e.db, "tenant"); n != 1 {
 			t.Fatalf("%d tenant keys", n)
 		}
 		// Both processes read everything.

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+)
+
+// TestPrivacyCommands runs `serve` in-process and drives it with `restrict`, `export` and `erase`.
+func TestPrivacyCommands(t *testing.T) {
+	dir := t.TempDir()
+	listen := freePort(t)
+	cfgPath := filepath.Join(dir, "switchboard.yaml")
+	cfg := fmt.Sprintf("data_dir: %s\nserver: {listen: %q}\ntenants:\n  - id: demo\n    channels:\n      whatsapp:\n        consent: {require_opt_in: false}\n        accounts: [{name: sales, driver: sandbox}]\n", dir, listen)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		_, err := consentCLI(ctx, "serve", "--dev", "--config", cfgPath)
+		served <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	base := "http://" + listen
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if _, kerr := os.Stat(filepath.Join(dir, "demo.apikey")); resp.StatusCode == http.StatusOK && kerr == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gateway not ready")
+		}
+		time.Sleep(20 * time.Millisecond) // no event to wait on across the HTTP boundary
+	}
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		return consentCLI(context.Background(), append(args, "--config", cfgPath, "--dev")...)
+	}
+	const who = "+4915112345678"
+
+	if out, err := run("send", "--to", who, "--text", "the words to export"); err != nil {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	out, err := run("restrict", who)
+	if err != nil || !strings.Contains(out, `"restricted": true`) {
+		t.Fatalf("restrict: %v\n%s", err, out)
+	}
+	if _, err := run("send", "--to", who, "--text", "x"); gateway.ErrorCode(err) != gateway.ESubjectRestricted {
+		t.Fatalf("send while restricted: %v", err)
+	}
+	if out, err := run("restrict", who, "--lift"); err != nil || !strings.Contains(out, `"restricted": false`) {
+		t.Fatalf("lift: %v\n%s", err, out)
+	}
+
+	exportPath := filepath.Join(dir, "export.json")
+	if out, err := run("export", who, "--out", exportPath); err != nil {
+		t.Fatalf("export: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(exportPath)
+	if err != nil || !json.Valid(b) || !strings.Contains(string(b), "the words to export") {
+		t.Fatalf("export file: %v\n%s", err, b)
+	}
+
+	out, err = run("erase", who)
+	var job struct {
+		Status string
+		Report map[string]int64
+	}
+	if err != nil || json.Unmarshal([]byte(out), &job) != nil || job.Status != "done" || job.Report["messages"] != 1 || job.Report["keys"] != 1 {
+		t.Fatalf("erase: %v\n%s", err, out)
+	}
+	if out, err := run("export", who); err != nil || strings.Contains(out, "the words to export") {
+		t.Fatalf("export after erasure: %v\n%s", err, out)
+	}
+	if _, err := run("erase", "120363000000000000@g.us"); gateway.ErrorField(err) != "subject" {
+		t.Fatalf("erase of a group: %v", err)
+	}
+
+	out, err = run("audit", "--tenant", "demo")
+	if err != nil || strings.Contains(out, who) {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
+	for _, action := range []string{"restriction_set", "restriction_lifted", "export", "erasure_requested"} {
+		if !strings.Contains(out, `"action":"`+action+`"`) {
+			t.Fatalf("audit lacks %s:\n%s", action, out)
+		}
+	}
+	if !strings.Contains(out, `"target":"s_`) || !strings.Contains(out, `"ip":"127.0.0.1"`) {
+		t.Fatalf("audit entries name no target or ip:\n%s", out)
+	}
+
+	out, err = run("keys", "status")
+	if err != nil || !strings.Contains(out, "primary") {
+		t.Fatalf("keys status: %v\n%s", err, out)
+	}
+	if out, err = run("keys", "rotate"); err != nil || !strings.Contains(out, "rewrapped 0 tenant keys") {
+		t.Fatalf("keys rotate: %v\n%s", err, out)
+	}
+	if _, err = run("keys", "retire", "mk_unknown"); err != nil {
+		t.Fatalf("retiring an unused key: %v", err)
+	}
+
+	if _, err = run("erase", "--tenant", "gone"); gateway.ErrorField(err) != "yes" {
+		t.Fatalf("tenant erasure without --yes: %v", err)
+	}
+	out, err = run("erase", "--tenant", "gone", "--yes")
+	if err != nil || !strings.Contains(out, `"status": "done"`) {
+		t.Fatalf("tenant erasure: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,124 @@
+package privacy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"time"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/store"
+)
+
+// exportPage is how many messages the export reads at a time.
+const exportPage = 200
+
+// ExportMessage is one message in an export: everything stored about it, decrypted.
+type ExportMessage struct {
+	ID               string                `json:"id"`
+	Direction        gateway.Direction     `json:"direction"`
+	Channel          gateway.Channel       `json:"channel"`
+	Account          string                `json:"account"`
+	Peer             string                `json:"peer"`
+	Content          gateway.Content       `json:"content"`
+	Metadata         map[string]string     `json:"metadata,omitempty"`
+	Status           gateway.Status        `json:"status"`
+	ErrorCode        string                `json:"error_code,omitempty"`
+	ChannelMessageID string                `json:"channel_message_id,omitempty"`
+	CreatedAt        time.Time             `json:"created_at"`
+	UpdatedAt        time.Time             `json:"updated_at"`
+	History          []gateway.StatusEvent `json:"history"`
+}
+
+// ExportConsent is the subject's consent on one channel.
+type ExportConsent struct {
+	Channel       gateway.Channel         `json:"channel"`
+	Current       []store.ConsentEntry    `json:"current"`
+	History       []store.ConsentEvidence `json:"history"`
+	LastInboundAt *time.Time              `json:"last_inbound_at,omitempty"`
+}
+
+// Export writes everything stored about subject in tenant as one JSON document:
+//
+//	{"subject":…, "tenant":…, "generated_at":…, "restricted":…, "consent":{…}, "messages":[…]}
+//
+// Messages are read and written a page at a time, so a long history streams in bounded memory.
+// An error after the first byte leaves the document unfinished (not valid JSON): the caller can
+// tell.
+func (s *Service) Export(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address, w io.Writer) error {
+	idx, err := s.index(ctx, tenant, subject)
+	if err != nil {
+		return err
+	}
+	if err := s.audit(ctx, tenant, actor, AuditExport, idx, ""); err != nil {
+		return err
+	}
+	restricted, err := s.cfg.Store.Restricted(ctx, tenant, idx)
+	if err != nil {
+		return err
+	}
+	c, err := s.cfg.Store.Consent(ctx, tenant, subject.Channel, subject)
+	if err != nil {
+		return err
+	}
+	ec := ExportConsent{Channel: subject.Channel, Current: c.Current, History: c.History}
+	if !c.LastInboundAt.IsZero() {
+		ec.LastInboundAt = &c.LastInboundAt
+	}
+	msgs, err := s.cfg.Store.SubjectMessages(ctx, tenant, idx, "", exportPage)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	head := struct {
+		Subject     string        `json:"subject"`
+		Tenant      string        `json:"tenant"`
+		GeneratedAt time.Time     `json:"generated_at"`
+		Restricted  bool          `json:"restricted"`
+		Consent     ExportConsent `json:"consent"`
+	}{subject.String(), tenant, s.cfg.Clock().UTC(), restricted, ec}
+	hb, err := json.Marshal(head)
+	if err != nil {
+		return err
+	}
+	bw.Write(hb[:len(hb)-1])
+	bw.WriteString(`,"messages":[`)
+	first := true
+	for len(msgs) > 0 {
+		for _, m := range msgs {
+			hist, err := s.cfg.Store.History(ctx, tenant, m.ID)
+			if err != nil {
+				return err
+			}
+			em := ExportMessage{
+				ID: m.ID, Direction: m.Direction, Channel: m.Channel, Account: m.Account, Peer: m.Peer.String(),
+				Content: m.Content, Metadata: m.Metadata, Status: m.Status, ErrorCode: m.ErrorCode,
+				ChannelMessageID: m.ChannelMessageID, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, History: hist,
+			}
+			b, err := json.Marshal(em)
+			if err != nil {
+				return err
+			}
+			if !first {
+				bw.WriteByte(',')
+			}
+			first = false
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+		}
+		if len(msgs) < exportPage {
+			break
+		}
+		if msgs, err = s.cfg.Store.SubjectMessages(ctx, tenant, idx, msgs[len(msgs)-1].ID, exportPage); err != nil {
+			return err
+		}
+	}
+	bw.WriteString("]}\n")
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	s.cfg.Log.Info().Str("event", "export").Str("tenant", tenant).Send()
+	return nil
+}

@@ -1,0 +1,311 @@
+// Package privacy carries out the privacy operations of issue 7 over the store: erasure of a
+// subject (crypto-shredding plus deletion, as an asynchronous job), export of everything held
+// about a subject, and restriction of processing (a pipeline stage).
+//
+// A subject is a person: a phone number (+E164, WhatsApp) or a Teams user (teams:user:<id>). It
+// is stored and looked up only as its blind index; logs name it by crypt.ShortSubject at most,
+// and an erasure's log lines and report do not name it at all.
+package privacy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/store"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+)
+
+// Store is what the service needs from the store (store/sql.DB implements it).
+type Store interface {
+	CreateErasure(ctx context.Context, tenant, subject, actor string) (store.Erasure, error)
+	Erasure(ctx context.Context, tenant, id string) (store.Erasure, error)
+	ClaimErasure(ctx context.Context, stale time.Duration) (e store.Erasure, subject string, ok bool, err error)
+	FailErasure(ctx context.Context, id, code string) error
+	DestroySubjectKey(ctx context.Context, tenant, subject string) (bool, error)
+	EraseSubjectRows(ctx context.Context, tenant, subject, jobID string, report map[string]int64) (pending []gateway.Dispatch, err error)
+	SetRestriction(ctx context.Context, tenant, subject, actor string, on bool) (bool, error)
+	Restricted(ctx context.Context, tenant, subject string) (bool, error)
+	SubjectMessages(ctx context.Context, tenant, subject, afterID string, limit int) ([]*gateway.Message, error)
+	History(ctx context.Context, tenant, id string) ([]gateway.StatusEvent, error)
+	Consent(ctx context.Context, tenant string, channel gateway.Channel, subject gateway.Address) (store.Consent, error)
+	AppendAudit(ctx context.Context, e store.AuditEntry) error
+}
+
+var _ Store = (*storesql.DB)(nil)
+
+// Indexer computes blind indexes (crypt.Keyring).
+type Indexer interface {
+	BlindIndex(ctx context.Context, tenant, identifier string) (string, error)
+}
+
+// Config wires a Service.
+type Config struct {
+	Store   Store              // required
+	Indexer Indexer            // required
+	Bus     pipeline.Publisher // optional: where the pending messages' final `rejected` events go
+	Log     zerolog.Logger
+	// Stale is how long a job may stay running before another worker takes it over (its process
+	// died); default 5 minutes.
+	Stale time.Duration
+	// Poll is how often Run looks for jobs besides being woken by RequestErasure (other replicas'
+	// jobs, stale ones); default 10s.
+	Poll time.Duration
+	// OnDone, when set, is told about every job that finished (done or failed).
+	OnDone func(store.Erasure)
+	Clock  func() time.Time
+}
+
+// Service runs the privacy operations.
+type Service struct {
+	cfg  Config
+	wake chan struct{}
+}
+
+// New returns a Service. Erasure jobs run only while Run does.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Indexer == nil {
+		return nil, errors.New("privacy: a store and an indexer are required")
+	}
+	if cfg.Stale <= 0 {
+		cfg.Stale = 5 * time.Minute
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 10 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Service{cfg: cfg, wake: make(chan struct{}, 1)}, nil
+}
+
+// ParseSubject parses a subject: +E164 (a WhatsApp phone number) or teams:user:<id>. Groups,
+// chats and channels are not persons and are refused.
+func ParseSubject(s string) (gateway.Address, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return gateway.Address{}, gateway.FieldErrorf(gateway.EMissingField, "subject", "a subject is required: +E164 or teams:user:<id>")
+	}
+	ch := gateway.WhatsApp
+	if strings.HasPrefix(s, "teams:") {
+		ch = gateway.Teams
+	}
+	a, err := gateway.ParseAddress(ch, s)
+	if err != nil {
+		return a, gateway.FieldErrorf(gateway.EInvalidField, "subject", "%s", gateway.ErrorMessage(err))
+	}
+	if a.Kind != gateway.KindPhone && a.Kind != gateway.KindTeamsUser {
+		return a, gateway.FieldErrorf(gateway.EInvalidField, "subject", "a subject is a person: +E164 or teams:user:<id>, not a %s", a.Kind)
+	}
+	return a, nil
+}
+
+func (s *Service) index(ctx context.Context, tenant string, subject gateway.Address) (string, error) {
+	return s.cfg.Indexer.BlindIndex(ctx, tenant, subject.String())
+}
+
+// audit appends an entry to the audit log; an operation whose audit entry cannot be written is
+// not carried out.
+func (s *Service) audit(ctx context.Context, tenant string, actor store.Actor, action, subjectIndex, detail string) error {
+	return s.cfg.Store.AppendAudit(ctx, store.AuditEntry{At: s.cfg.Clock(), Tenant: tenant, Actor: actor, Action: action,
+		Target: crypt.ShortSubject(subjectIndex), Detail: detail})
+}
+
+// Audit actions.
+const (
+	AuditErasure         = "erasure_requested"
+	AuditExport          = "export"
+	AuditRestrictionSet  = "restriction_set"
+	AuditRestrictionLift = "restriction_lifted"
+)
+
+// RequestErasure records an erasure job for subject and wakes the worker.
+func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address) (store.Erasure, error) {
+	idx, err := s.index(ctx, tenant, subject)
+	if err != nil {
+		return store.Erasure{}, err
+	}
+	e, err := s.cfg.Store.CreateErasure(ctx, tenant, idx, actor.KeyID)
+	if err != nil {
+		return e, err
+	}
+	if err := s.audit(ctx, tenant, actor, AuditErasure, idx, e.ID); err != nil {
+		return e, err
+	}
+	s.cfg.Log.Info().Str("event", "erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return e, nil
+}
+
+// Erasure returns one of the tenant's erasure jobs.
+func (s *Service) Erasure(ctx context.Context, tenant, id string) (store.Erasure, error) {
+	return s.cfg.Store.Erasure(ctx, tenant, id)
+}
+
+// Run carries out erasure jobs until ctx ends: at once when woken, and every Poll.
+func (s *Service) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		for {
+			worked, err := s.RunOnce(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Log.Error().Err(err).Msg("privacy: erasure worker")
+			}
+			if !worked || err != nil {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce claims and carries out one erasure job; worked=false when there was none.
+func (s *Service) RunOnce(ctx context.Context) (worked bool, err error) {
+	job, subject, ok, err := s.cfg.Store.ClaimErasure(ctx, s.cfg.Stale)
+	if err != nil || !ok {
+		return false, err
+	}
+	start := s.cfg.Clock()
+	report, err := s.erase(ctx, job, subject)
+	if err != nil {
+		code := gateway.ErrorCode(err)
+		if ctx.Err() != nil {
+			return true, err // left running: taken up again when stale
+		}
+		s.cfg.Log.Error().Str("event", "erasure_failed").Str("erasure_id", job.ID).Str("tenant", job.Tenant).Str("error_code", code).Send()
+		if ferr := s.cfg.Store.FailErasure(ctx, job.ID, code); ferr != nil {
+			return true, ferr
+		}
+		s.done(ctx, job)
+		return true, nil
+	}
+	ev := s.cfg.Log.Info().Str("event", "erasure_done").Str("erasure_id", job.ID).Str("tenant", job.Tenant).
+		Dur("took", s.cfg.Clock().Sub(start))
+	for k, v := range report {
+		ev = ev.Int64(k, v)
+	}
+	ev.Send()
+	s.done(ctx, job)
+	return true, nil
+}
+
+func (s *Service) done(ctx context.Context, job store.Erasure) {
+	if s.cfg.OnDone == nil {
+		return
+	}
+	if e, err := s.cfg.Store.Erasure(ctx, job.Tenant, job.ID); err == nil {
+		s.cfg.OnDone(e)
+	}
+}
+
+// erase shreds the subject's key first (from then on nothing of the subject opens: not in the
+// database, its backups or the stream files), deletes its rows, then ends its pending messages
+// with `rejected subject_erased` — after the rows are gone, so the status recorder has no row
+// and writes no delivery line naming the subject.
+func (s *Service) erase(ctx context.Context, job store.Erasure, subject string) (map[string]int64, error) {
+	report := map[string]int64{}
+	destroyed, err := s.cfg.Store.DestroySubjectKey(ctx, job.Tenant, subject)
+	if err != nil {
+		return nil, err
+	}
+	if destroyed {
+		report[storesql.ReportKeys] = 1
+	}
+	pending, err := s.cfg.Store.EraseSubjectRows(ctx, job.Tenant, subject, job.ID, report)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Bus != nil {
+		now := s.cfg.Clock().UTC()
+		for _, d := range pending {
+			ev := gateway.StatusEvent{MessageID: d.MessageID, Tenant: d.Tenant, Channel: d.Channel, Account: d.Account,
+				Status: gateway.StatusRejected, At: now,
+				Error: &gateway.ErrorDetail{Code: gateway.ESubjectErased, Message: "the recipient's data was erased"}}
+			if err := pipeline.PublishStatus(ctx, s.cfg.Bus, ev); err != nil {
+				return report, err
+			}
+		}
+	}
+	return report, nil
+}
+
+// SetRestriction restricts processing for subject (on) or lifts it; changed=false when it
+// already was so.
+func (s *Service) SetRestriction(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address, on bool) (bool, error) {
+	idx, err := s.index(ctx, tenant, subject)
+	if err != nil {
+		return false, err
+	}
+	action := AuditRestrictionSet
+	if !on {
+		action = AuditRestrictionLift
+	}
+	if err := s.audit(ctx, tenant, actor, action, idx, ""); err != nil {
+		return false, err
+	}
+	changed, err := s.cfg.Store.SetRestriction(ctx, tenant, idx, actor.KeyID, on)
+	if err == nil && changed {
+		s.cfg.Log.Info().Str("event", "restriction").Str("tenant", tenant).Str("actor", actor.KeyID).Bool("restricted", on).Send()
+	}
+	return changed, err
+}
+
+// Restricted reports whether processing is restricted for subject.
+func (s *Service) Restricted(ctx context.Context, tenant string, subject gateway.Address) (bool, error) {
+	idx, err := s.index(ctx, tenant, subject)
+	if err != nil {
+		return false, err
+	}
+	return s.cfg.Store.Restricted(ctx, tenant, idx)
+}
+
+// Stage returns the pipeline stage that rejects a message to a restricted subject
+// (subject_restricted): at accept and again before dispatch, as consent is checked.
+func (s *Service) Stage() pipeline.Stage {
+	return pipeline.StageFunc(func(ctx context.Context, m *gateway.Message) error {
+		if m.Peer.Kind != gateway.KindPhone && m.Peer.Kind != gateway.KindTeamsUser {
+			return nil
+		}
+		r, err := s.Restricted(ctx, m.Tenant, m.Peer)
+		if err != nil {
+			return err
+		}
+		if r {
+			return gateway.Errorf(gateway.ESubjectRestricted, "processing is restricted for this recipient")
+		}
+		return nil
+	})
+}
+
+// SkipRestricted wraps an inbound handler (automations) so that it does not see messages from a
+// subject whose processing is restricted: the message is stored, nothing reacts to it.
+func (s *Service) SkipRestricted(h pipeline.InboundHandler) pipeline.InboundHandler {
+	return pipeline.InboundHandlerFunc(func(ctx context.Context, in pipeline.Inbound) error {
+		if in.Message != nil && in.Subject != "" {
+			r, err := s.cfg.Store.Restricted(ctx, in.Message.Tenant, in.Subject)
+			if err != nil {
+				return err
+			}
+			if r {
+				s.cfg.Log.Debug().Str("msg_id", in.Message.ID).Str("tenant", in.Message.Tenant).Msg("restricted subject: inbound handler skipped")
+				return nil
+			}
+		}
+		return h.HandleInbound(ctx, in)
+	})
+}
