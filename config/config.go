@@ -132,6 +132,12 @@ type TenantConfig struct {
 	// Automations are kept as raw YAML nodes (with their line numbers) until the automation
 	// engine types them.
 	Automations []yaml.Node `yaml:"automations"`
+	// Rules are the automations typed and checked by Validate (config/automation.go).
+	Rules []Automation `yaml:"-"`
+	// Webhooks are the tenant's signed event endpoints (config/webhooks.go, pipeline/delivery).
+	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// Retention bounds how long the tenant's messages are kept (config/retention.go).
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // ChannelsConfig holds the tenant's channels; a nil channel is not configured.

@@ -102,6 +102,7 @@ tenants:
     automations:
       - name: hello
         when: {inbound: {channel: whatsapp}}
+        do: [{reply: {text: hi}}]
 `
 
 func TestParseValidFile(t *testing.T) {

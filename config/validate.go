@@ -277,6 +277,8 @@ func check(c *Config, r *report) {
 		for _, ref := range channelsOf(t, p) {
 			checkChannel(c, r, ref)
 		}
+		decodeAutomations(c, r, t, p)
+		checkWebhooks(r, t, p)
 	}
 }
 

@@ -77,7 +77,10 @@ func newRoot(g *globals) *cobra.Command {
 		newConsentCmd(g),
 		newTeamsCmd(g),
 		newWhatsAppCmd(g),
+		newAutomationsCmd(g),
+		newWebhooksCmd(g),
 	)
+	root.AddCommand(newPrivacyCmds(g)...)
 	return root
 }
 

@@ -40,6 +40,8 @@ the Teams account "ops" on the sandbox driver, and an API key printed once.`,
 				Drivers:       drivers,
 				ChannelRoutes: routes,
 				Banner:        func(format string, args ...any) { fmt.Fprintf(g.stderr, format, args...) },
+				ConfigFile:    g.configPath, // watched: automations reload on change and on SIGHUP
+				ReloadSignal:  hangups(cmd.Context()),
 			})
 			if err != nil {
 				return err

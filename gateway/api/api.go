@@ -77,6 +77,7 @@ type Config struct {
 	KeyCacheTTL   time.Duration // how long a resolved API key is cached; default 30s, negative disables
 	Log           zerolog.Logger
 	Now           func() time.Time // default time.Now; used for timestamps, rate limits and the key cache
+	Heartbeat     time.Duration    // comment line on an idle GET /v1/events stream; default 15s
 }
 
 // Default limits.
@@ -95,24 +96,30 @@ type Deps struct {
 	Directory Directory
 	Sandbox   SandboxInjector // nil: no /v1/sandbox route (production)
 	Consent   ConsentRegistry // nil: no /v1/consent routes
+	Privacy   Privacy         // nil: no /v1/erasures, /v1/exports, /v1/restrictions routes
 	Ready     []ReadyCheck
 	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
 	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same
 	// access log, deadline and panic recovery as every route.
 	Channel map[string]http.Handler
+	// Events, when set, serves GET /v1/events (Server-Sent Events, events.go).
+	Events EventSource
+	// Metrics, when set, serves GET /metrics (Prometheus exposition, no API key).
+	Metrics http.Handler
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
 // address, TLS, ReadHeaderTimeout, graceful Shutdown).
 type Server struct {
-	cfg    Config
-	deps   Deps
-	mux    *http.ServeMux
-	keys   *keyCache
-	limits *tenantLimits // nil when unlimited
-	addrs  *addressCache
-	log    zerolog.Logger
-	now    func() time.Time
+	cfg      Config
+	deps     Deps
+	mux      *http.ServeMux
+	keys     *keyCache
+	limits   *tenantLimits // nil when unlimited
+	addrs    *addressCache
+	log      zerolog.Logger
+	now      func() time.Time
+	patterns []string // registered patterns, in order (Routes)
 }
 
 // New returns a Server with its routes registered. It panics when a required dependency is
@@ -164,12 +171,25 @@ func (s *Server) routes() {
 		s.handle("DELETE /v1/consent/{channel}/{subject}", 0, s.deleteConsent)
 		s.handle("POST /v1/consent:import", 0, s.importConsent)
 	}
+	if s.deps.Privacy != nil {
+		s.privacyRoutes()
+	}
 	for pattern, h := range s.deps.Channel {
 		s.handle(pattern, public, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {
 			h.ServeHTTP(w, r)
 			return nil
 		})
 	}
+	if s.deps.Events != nil {
+		s.handle("GET /v1/events", streaming, s.streamEvents)
+	}
+	if m := s.deps.Metrics; m != nil {
+		s.handle("GET /metrics", public|quiet, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {
+			m.ServeHTTP(w, r)
+			return nil
+		})
+	}
+	s.handle("GET /v1/openapi.json", public, s.openAPI)
 	s.handle("GET /healthz", public|quiet, s.healthz)
 	s.handle("GET /readyz", public|quiet, s.readyz)
 	// Everything else: a JSON 404, or 405 with Allow when another method would match.
@@ -204,6 +224,8 @@ func (s *Server) handle(pattern string, opts routeOpts, h handlerFunc) {
 	route := pattern
 	if pattern == "/" {
 		route = "unmatched"
+	} else {
+		s.patterns = append(s.patterns, pattern)
 	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		s.serve(route, opts, h, w, r)

@@ -28,14 +28,14 @@ func (s *Server) consentPolicy(tenant string, ch gateway.Channel) (consent.Polic
 
 // consentRegistry is the registry behind the consent API and the keyword handler.
 func (s *Server) consentRegistry() *consent.Registry {
-	return &consent.Registry{Store: s.db, Log: s.log.With().Str("component", "consent").Logger()}
+	return &consent.Registry{Store: s.db, Log: s.log.With().Str("component", "consent").Logger(), Metrics: s.metrics}
 }
 
 // consentStage is the consent check at one point of the pipeline (intake, router, runner).
 func (s *Server) consentStage(point string) pipeline.Stage {
 	return &consent.Stage{
 		Store: s.db, Policy: s.consentPolicy, Point: point,
-		Log: s.log.With().Str("component", "consent").Logger(),
+		Log: s.log.With().Str("component", "consent").Logger(), Metrics: s.metrics,
 	}
 }
 

@@ -23,7 +23,11 @@ import (
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/metrics"
 	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/pipeline/automation"
+	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
+	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
@@ -61,8 +65,17 @@ type Options struct {
 	// OnApplied sees every batch of recorded status events, after it is durable (tests, and the
 	// seam for live events).
 	OnApplied func(ctx context.Context, applied []store.Applied)
+	// OnErasure sees every erasure job that finished (tests).
+	OnErasure func(store.Erasure)
 	// Banner receives the few human lines printed at start (the dev API key); nil for none.
 	Banner func(format string, args ...any)
+	// ConfigFile, when set, is watched: a valid change swaps the automations in (an invalid one
+	// is refused and logged). ReloadSignal (SIGHUP) reloads it at once. OnReload sees each attempt.
+	ConfigFile   string
+	ReloadSignal <-chan struct{}
+	OnReload     func(automation.ReloadResult)
+	// OnAutomation sees the outcome of every automation action (tests, metrics).
+	OnAutomation func(automation.Outcome)
 }
 
 // Server is a running gateway.
@@ -82,6 +95,17 @@ type Server struct {
 	inbound   *pipeline.InboundRecorder
 	runners   []*adapters.Runner
 	sandboxes map[accountKey]*sandbox.Adapter
+	metrics   *metrics.Metrics
+	webhooks  *delivery.Dispatcher // nil when no tenant has a webhook
+	privacy   *privacy.Service
+	sweeper   *privacy.Sweeper
+
+	automations *automation.Engine
+	reloader    *automation.Reloader
+	scheduler   *automation.Scheduler
+
+	// endStreams ends the open event streams (GET /v1/events) when the HTTP server shuts down.
+	endStreams func()
 
 	handler  http.Handler
 	listener net.Listener
@@ -97,9 +121,10 @@ type accountKey struct {
 // On error, whatever was opened is closed again.
 func New(ctx context.Context, cfg *config.Config, opts Options) (s *Server, err error) {
 	s = &Server{cfg: cfg, opts: opts, log: opts.Log, sandboxes: map[accountKey]*sandbox.Adapter{}}
+	opened := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.close(context.Background())
+			opened.close(context.Background())
 		}
 	}()
 	if s.db, s.keyring, err = OpenStore(ctx, cfg, opts.Dev, s.log); err != nil {
@@ -268,7 +293,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopWork()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 8+len(s.runners))
+	errc := make(chan error, 16+len(s.runners))
 	start := func(name string, run func(context.Context) error) {
 		wg.Go(func() {
 			if err := run(work); err != nil && !errors.Is(err, context.Canceled) {
@@ -280,6 +305,15 @@ func (s *Server) Run(ctx context.Context) error {
 	start("recorder", s.recorder.Run)
 	start("inbound", s.inbound.Run)
 	start("resumer", s.resumer.Run)
+	if s.webhooks != nil {
+		start("webhooks", s.webhooks.Run)
+	}
+	start("privacy", s.privacy.Run)
+	start("retention", s.sweeper.Run)
+	if s.reloader != nil {
+		start("reloader", s.reloader.Run)
+	}
+	start("scheduler", s.scheduler.Run)
 	for _, r := range s.runners {
 		start("runner", r.Run)
 	}
@@ -290,6 +324,7 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          nil,
 	}
+	srv.RegisterOnShutdown(s.endStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(s.listener) }()
 	s.log.Info().Str("listen", s.Addr()).Bool("dev", s.opts.Dev).Msg("switchboard ready")

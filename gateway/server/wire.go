@@ -23,6 +23,10 @@ func (s *Server) wire(ctx context.Context) error {
 	cfg := s.cfg
 	logFor := func(component string) zerolog.Logger { return s.log.With().Str("component", component).Logger() }
 	var err error
+	s.metrics = s.newMetrics()
+	if err := s.wirePrivacy(logFor("privacy")); err != nil {
+		return err
+	}
 
 	if s.resumer, err = pipeline.NewResumer(pipeline.ResumerConfig{Store: s.db, Bus: s.bus, Log: logFor("resumer")}); err != nil {
 		return err
@@ -30,24 +34,28 @@ func (s *Server) wire(ctx context.Context) error {
 	consentRegistry := s.consentRegistry()
 	if s.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{
 		Store: s.db, Bus: s.bus, Retry: s.resumer.Retry, Indexer: s.keyring, Log: logFor("intake"),
-		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake")},
+		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake"), s.privacyStage()},
 	}); err != nil {
 		return err
 	}
 	dir := directory{cfg}
 	if s.router, err = pipeline.NewRouter(pipeline.RouterConfig{
-		Store: s.db, Bus: s.bus, Stages: []pipeline.Stage{s.consentStage("router"), pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
+		Store: s.db, Bus: s.bus, Stages: []pipeline.Stage{s.consentStage("router"), s.privacyStage(), pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
 	}); err != nil {
 		return err
 	}
 	if s.recorder, err = pipeline.NewRecorder(pipeline.RecorderConfig{
-		Store: s.db, Bus: s.bus, Log: s.log, MaxDeliver: cfg.Bus.MaxDeliver, OnApplied: s.opts.OnApplied,
+		Store: s.db, Bus: s.bus, Log: s.log, MaxDeliver: cfg.Bus.MaxDeliver, OnApplied: s.onApplied,
 	}); err != nil {
+		return err
+	}
+	automations, err := s.automationHandler()
+	if err != nil {
 		return err
 	}
 	if s.inbound, err = pipeline.NewInboundRecorder(pipeline.InboundRecorderConfig{
 		Store: s.db, Bus: s.bus, Sealer: s.keyring, Log: logFor("inbound"), MaxDeliver: cfg.Bus.MaxDeliver,
-		Handlers: []pipeline.InboundHandler{s.keywordHandler(consentRegistry)},
+		Handlers: []pipeline.InboundHandler{s.keywordHandler(consentRegistry), s.privacy.SkipRestricted(automations)},
 	}); err != nil {
 		return err
 	}
@@ -66,13 +74,20 @@ func (s *Server) wire(ctx context.Context) error {
 		}
 	}
 
+	if s.webhooks, err = s.newWebhooks(); err != nil {
+		return err
+	}
+
 	deps := api.Deps{
-		Intake:    s.intake,
+		Intake:    countingIntake{s.intake, s.metrics},
 		Messages:  s.db,
 		Keys:      s.db,
 		Directory: dir,
 		Consent:   consentRegistry,
+		Privacy:   s.privacy,
 		Channel:   s.opts.ChannelRoutes,
+		Events:    s.eventSource(),
+		Metrics:   s.metrics.Handler(),
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},
@@ -132,7 +147,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 	}
 	r, err := adapters.NewRunner(adapters.RunnerConfig{
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
-		Store: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner")},
+		Store: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
 		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
 	})
 	if err != nil {

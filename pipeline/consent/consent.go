@@ -44,6 +44,15 @@ type PolicyFunc func(tenant string, ch gateway.Channel) (Policy, bool)
 type Registry struct {
 	Store store.Consents
 	Log   zerolog.Logger
+	// Metrics, when set, counts each recorded change.
+	Metrics Metrics
+}
+
+// Metrics counts consent decisions for the operator (gateway/metrics implements it), so that this
+// package needs no metrics library.
+type Metrics interface {
+	ConsentRejected(tenant string, ch gateway.Channel, point, code string)
+	ConsentChanged(tenant string, ch gateway.Channel, state, source string)
 }
 
 // Record stores one change and logs it (masked subject, never the identifier).
@@ -73,6 +82,9 @@ func (r *Registry) Get(ctx context.Context, tenant string, ch gateway.Channel, s
 }
 
 func (r *Registry) logChange(ctx context.Context, c store.ConsentChange) {
+	if r.Metrics != nil {
+		r.Metrics.ConsentChanged(c.Tenant, c.Channel, string(c.State), string(c.Source))
+	}
 	event := "consent_change"
 	switch c.State {
 	case store.ConsentOptedOut:
@@ -105,6 +117,8 @@ type Stage struct {
 	Log   zerolog.Logger
 	// Clock is the time the reply window is measured against; nil means time.Now.
 	Clock func() time.Time
+	// Metrics, when set, counts each rejection.
+	Metrics Metrics
 }
 
 var _ pipeline.Stage = (*Stage)(nil)
@@ -144,6 +158,9 @@ func (s *Stage) Check(ctx context.Context, m *gateway.Message) error {
 		s.Log.Info().Str("event", "consent_rejected").Str("point", s.Point).Str("msg_id", m.ID).Str("tenant", m.Tenant).
 			Str("channel", string(m.Channel)).Str("account", m.Account).Str("to", m.Peer.Masked()).
 			Str("subject", pipeline.ShortSubject(chk.Subject)).Str("error_code", rej.Code).Send()
+		if s.Metrics != nil {
+			s.Metrics.ConsentRejected(m.Tenant, m.Channel, s.Point, rej.Code)
+		}
 		return rej
 	}
 	return nil
