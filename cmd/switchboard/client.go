@@ -119,6 +119,15 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, heade
 	return nil
 }
 
+// show calls the API and prints its JSON answer: what most client commands do.
+func (c *apiClient) show(ctx context.Context, w io.Writer, method, path string, body any, headers map[string]string) error {
+	var out map[string]any
+	if err := c.do(ctx, method, path, body, headers, &out); err != nil {
+		return err
+	}
+	return printJSON(w, out)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -151,11 +160,7 @@ func newSendCmd(g *globals) *cobra.Command {
 			if idem != "" {
 				headers["Idempotency-Key"] = idem
 			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), http.MethodPost, "/v1/messages", body, headers, &out); err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, http.MethodPost, "/v1/messages", body, headers)
 		},
 	}
 	f.add(cmd)
@@ -185,11 +190,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if content {
 				path += "?include=content"
 			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), http.MethodGet, path, nil, nil, &out); err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, http.MethodGet, path, nil, nil)
 		},
 	}
 	f.add(cmd)
@@ -211,12 +212,8 @@ func newSandboxCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out map[string]any
 			path := "/v1/sandbox/" + url.PathEscape(channel) + "/" + url.PathEscape(account) + "/inbound"
-			if err := c.do(cmd.Context(), http.MethodPost, path, map[string]string{"from": from, "text": text}, nil, &out); err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, http.MethodPost, path, map[string]string{"from": from, "text": text}, nil)
 		},
 	}
 	f.add(inbound)

@@ -56,11 +56,7 @@ func newConsentGetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), http.MethodGet, consentPath(channel, args[0]), nil, nil, &out); err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, http.MethodGet, consentPath(channel, args[0]), nil, nil)
 		},
 	}
 	f.add(cmd)
@@ -83,25 +79,19 @@ func newConsentSetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			path := consentPath(channel, args[0])
-			var out map[string]any
 			if state == "none" {
 				if category != "" {
 					path += "?category=" + url.QueryEscape(category)
 				}
-				err = c.do(cmd.Context(), http.MethodDelete, path, nil, nil, &out)
-			} else {
-				body := map[string]string{"state": state}
-				for k, v := range map[string]string{"category": category, "source": source, "note": note} {
-					if v != "" {
-						body[k] = v
-					}
+				return c.show(cmd.Context(), g.stdout, http.MethodDelete, path, nil, nil)
+			}
+			body := map[string]string{"state": state}
+			for k, v := range map[string]string{"category": category, "source": source, "note": note} {
+				if v != "" {
+					body[k] = v
 				}
-				err = c.do(cmd.Context(), http.MethodPut, path, body, nil, &out)
 			}
-			if err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, http.MethodPut, path, body, nil)
 		},
 	}
 	f.add(cmd)

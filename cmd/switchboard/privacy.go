@@ -206,11 +206,7 @@ func newRestrictCmd(g *globals) *cobra.Command {
 			if lift {
 				method = http.MethodDelete
 			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), method, "/v1/restrictions/"+url.PathEscape(args[0]), nil, nil, &out); err != nil {
-				return err
-			}
-			return printJSON(g.stdout, out)
+			return c.show(cmd.Context(), g.stdout, method, "/v1/restrictions/"+url.PathEscape(args[0]), nil, nil)
 		},
 	}
 	f.add(cmd)
