@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -282,29 +281,7 @@ func TestConsentNeverInPlaintext(t *testing.T) {
 	g.stop()
 
 	needles := []string{number, strings.TrimPrefix(number, "+"), imported, strings.TrimPrefix(imported, "+"), "7f3c1e2a-58b4-4b7e-9d6a-1c2b3d4e5f60", note}
-	files := 0
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		for _, n := range needles {
-			if bytes.Contains(b, []byte(n)) {
-				t.Errorf("%s holds %q in plaintext", path, n)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if files < 5 {
-		t.Fatalf("only %d files read", files)
-	}
+	requireNoPlaintext(t, dir, needles...)
 	logs := g.log.String()
 	for _, n := range needles {
 		if strings.Contains(logs, n) {

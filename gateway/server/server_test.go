@@ -292,6 +292,13 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	g.stop()
 
 	needles := []string{"Zebra-quartz-7741", "Ocelot-5512", number, strings.TrimPrefix(number, "+")}
+	requireNoPlaintext(t, dir, needles...)
+}
+
+// requireNoPlaintext reads every file the gateway left under dir (SQLite files, the JetStream
+// store, ledgers) and fails for each needle it finds in the clear.
+func requireNoPlaintext(t *testing.T, dir string, needles ...string) {
+	t.Helper()
 	files := 0
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
