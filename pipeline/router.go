@@ -20,10 +20,16 @@ type MessageLoader interface {
 
 // RouterConfig wires a Router.
 type RouterConfig struct {
-	Store MessageLoader // required
-	Bus   Consumer      // required: publishes and consumes
-	// Stages run in order before routing: consent ▸ window ▸ rate ▸ route. A rejection ends the
-	// message `rejected` with its code. Stages see the message without its content.
+	// Store, when set, loads each message so the stages see all of it but its content, and a
+	// message that is no longer waiting is skipped. Without it the router reads nothing: stages
+	// see the routing envelope (id, tenant, channel, account, hops), which is all RouteStage
+	// needs. The gateway runs without it because recipient policy (consent, restriction) is
+	// checked at accept and again by the runner right before the send — later than here, so
+	// nothing a person changes while a message waits in DISPATCH slips through.
+	Store MessageLoader
+	Bus   Consumer // required: publishes and consumes
+	// Stages run in order before routing (window ▸ rate ▸ route). A rejection ends the message
+	// `rejected` with its code.
 	Stages []Stage
 	// Durable is the consumer name on SEND; default "router".
 	Durable string
@@ -51,8 +57,8 @@ type Router struct {
 
 // NewRouter returns a Router.
 func NewRouter(cfg RouterConfig) (*Router, error) {
-	if cfg.Store == nil || cfg.Bus == nil {
-		return nil, errors.New("pipeline: router needs a store and a bus")
+	if cfg.Bus == nil {
+		return nil, errors.New("pipeline: router needs a bus")
 	}
 	if cfg.Durable == "" {
 		cfg.Durable = "router"
@@ -87,17 +93,9 @@ func (r *Router) Handle(ctx context.Context, msg *bus.Msg) error {
 	if err := json.Unmarshal(msg.Data, &d); err != nil || d.MessageID == "" || d.Tenant == "" {
 		return bus.Terminal(fmt.Errorf("pipeline: bad dispatch on %s: %v", msg.Subject, err))
 	}
-	m, err := r.cfg.Store.Message(ctx, d.Tenant, d.MessageID, false)
-	if IsGone(err) {
-		r.cfg.Log.Debug().Str("msg_id", d.MessageID).Str("tenant", d.Tenant).Msg("router: message is gone (erased?), dropping")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pipeline: load %s: %w", d.MessageID, err)
-	}
-	if m.Status != gateway.StatusAccepted && m.Status != gateway.StatusQueued {
-		// Past the router already (sent, or finished): a late republish by the Resumer.
-		return nil
+	m, err := r.load(ctx, d)
+	if err != nil || m == nil {
+		return err
 	}
 	// A queued message is routed again: the previous attempt may have died between the queued
 	// event and the dispatch. The bus drops a dispatch it has seen (same message id), and the
@@ -128,6 +126,29 @@ func (r *Router) Handle(ctx context.Context, msg *bus.Msg) error {
 }
 
 // statusEvent returns a status event about m.
+// load returns the message to route: from the store when the router has one (nil when it is
+// gone or no longer waiting), else the envelope of d, which is then assumed accepted — a
+// redelivery publishes its queued event again, and the bus and the store drop the duplicate.
+func (r *Router) load(ctx context.Context, d gateway.Dispatch) (*gateway.Message, error) {
+	if r.cfg.Store == nil {
+		return &gateway.Message{ID: d.MessageID, Tenant: d.Tenant, Channel: d.Channel, Account: d.Account,
+			Hops: d.Hops, Direction: gateway.Outbound, Status: gateway.StatusAccepted}, nil
+	}
+	m, err := r.cfg.Store.Message(ctx, d.Tenant, d.MessageID, false)
+	if IsGone(err) {
+		r.cfg.Log.Debug().Str("msg_id", d.MessageID).Str("tenant", d.Tenant).Msg("router: message is gone (erased?), dropping")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: load %s: %w", d.MessageID, err)
+	}
+	if m.Status != gateway.StatusAccepted && m.Status != gateway.StatusQueued {
+		// Past the router already (sent, or finished): a late republish by the Resumer.
+		return nil, nil
+	}
+	return m, nil
+}
+
 func statusEvent(m *gateway.Message, s gateway.Status, at time.Time, e *gateway.ErrorDetail) gateway.StatusEvent {
 	return gateway.StatusEvent{
 		MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account,

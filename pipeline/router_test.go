@@ -38,6 +38,7 @@ func TestRouterHandle(t *testing.T) {
 		name        string
 		status      gateway.Status // stored status; "" = no such message
 		stages      []pipeline.Stage
+		noStore     bool // the router runs on the envelope alone
 		failSubject string // publishes to this stream fail
 		data        []byte // raw payload instead of the dispatch
 		wantErr     bool
@@ -62,6 +63,10 @@ func TestRouterHandle(t *testing.T) {
 		{name: "queued publish fails: no dispatch", status: gateway.StatusAccepted, failSubject: bus.StreamStatus, wantErr: true},
 		{name: "dispatch publish fails after queued", status: gateway.StatusAccepted, failSubject: bus.StreamDispatch, wantErr: true,
 			wantSubj: []string{"sb.status.acme"}, wantStatus: []gateway.Status{gateway.StatusQueued}},
+		{name: "without a store: routes the envelope, reading nothing", noStore: true, stages: []pipeline.Stage{peek},
+			wantSubj: []string{"sb.status.acme", "sb.dispatch.whatsapp.acme.sales"}, wantStatus: []gateway.Status{gateway.StatusQueued}},
+		{name: "without a store: a stage rejects", noStore: true, stages: []pipeline.Stage{reject},
+			wantSubj: []string{"sb.status.acme"}, wantStatus: []gateway.Status{gateway.StatusRejected}, wantCode: gateway.ERecipientOptedOut},
 		{name: "garbage is a dead letter", data: []byte("{nope"), wantErr: true, wantTerm: true},
 	}
 	for _, tt := range tests {
@@ -80,7 +85,11 @@ func TestRouterHandle(t *testing.T) {
 				}
 				return nil
 			}}
-			r, err := pipeline.NewRouter(pipeline.RouterConfig{Store: st, Bus: b, Stages: tt.stages})
+			cfg := pipeline.RouterConfig{Store: st, Bus: b, Stages: tt.stages}
+			if tt.noStore {
+				cfg.Store = nil
+			}
+			r, err := pipeline.NewRouter(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +129,13 @@ func TestRouterHandle(t *testing.T) {
 			if !equal(statuses, tt.wantStatus) {
 				t.Fatalf("status events %v, want %v", statuses, tt.wantStatus)
 			}
-			if seen != nil && (seen.Peer.String() != testNumber || seen.Content.Text != "") {
+			switch {
+			case seen == nil:
+			case tt.noStore:
+				if seen.ID != m.ID || seen.Tenant != "acme" || seen.Channel != gateway.WhatsApp || seen.Account != "sales" || !seen.Peer.IsZero() {
+					t.Fatalf("stages saw %+v: want the routing envelope only", seen)
+				}
+			case seen.Peer.String() != testNumber || seen.Content.Text != "":
 				t.Fatalf("stages saw %+v: want the peer, without content", seen)
 			}
 		})

@@ -40,7 +40,7 @@ func (s *Server) wire(ctx context.Context) error {
 	}
 	dir := directory{cfg}
 	if s.router, err = pipeline.NewRouter(pipeline.RouterConfig{
-		Store: s.db, Bus: s.bus, Stages: []pipeline.Stage{s.consentStage("router"), s.privacyStage(), pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
+		Bus: s.bus, Stages: []pipeline.Stage{pipeline.RouteStage{Known: dir.HasAccount}}, MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait, Log: logFor("router"),
 	}); err != nil {
 		return err
 	}
