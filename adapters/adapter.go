@@ -29,6 +29,13 @@ type Adapter interface {
 	Run(ctx context.Context, sink Sink) error
 }
 
+// GroupSizer is implemented by adapters that send to groups. GroupSize is how many members other
+// than the account itself a message to the group reaches, so that the message's status can be
+// the least advanced across them; 0 when unknown.
+type GroupSizer interface {
+	GroupSize(ctx context.Context, group gateway.Address) (int, error)
+}
+
 // Outbound is one message to send, decrypted, with the id the channel should use.
 type Outbound struct {
 	MessageID        string

@@ -321,7 +321,7 @@ func (r *Runner) handle(ctx context.Context, msg *bus.Msg, d gateway.Dispatch) e
 		r.mu.Lock()
 		r.sent.put(got, m.ID)
 		r.mu.Unlock()
-		return r.publish(ctx, m, gateway.StatusSent, at, got, nil)
+		return r.publishSent(ctx, m, at, got)
 	}
 	se := AsSendError(err)
 	if se.Permanent {
@@ -358,6 +358,23 @@ func (r *Runner) publish(ctx context.Context, m *gateway.Message, s gateway.Stat
 		MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account,
 		Status: s, At: at.UTC(), ChannelMessageID: cid, Error: e,
 	})
+}
+
+// publishSent reports a successful send; for a group, with the number of members it went to.
+func (r *Runner) publishSent(ctx context.Context, m *gateway.Message, at time.Time, cid string) error {
+	ev := gateway.StatusEvent{
+		MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account,
+		Status: gateway.StatusSent, At: at.UTC(), ChannelMessageID: cid,
+	}
+	if gs, ok := r.cfg.Adapter.(GroupSizer); ok && m.Peer.Kind == gateway.KindGroup {
+		n, err := gs.GroupSize(ctx, m.Peer)
+		if err != nil {
+			// The message was sent: without the count its first member's receipt moves it.
+			r.cfg.Log.Warn().Err(err).Str("msg_id", m.ID).Msg("group size unknown; the status follows the first member's receipt")
+		}
+		ev.Recipients = n
+	}
+	return pipeline.PublishStatus(ctx, r.cfg.Bus, ev)
 }
 
 // Status turns a receipt into a status event on STATUS. It returns nil for a receipt about a

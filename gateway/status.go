@@ -67,16 +67,20 @@ func Advances(cur, next Status) bool {
 // StatusEvent is one status change of one message: what adapters and the pipeline publish on
 // sb.status.<tenant>, what the store keeps as history, and what the delivery log prints.
 type StatusEvent struct {
-	MessageID        string       `json:"message_id"`
-	Tenant           string       `json:"tenant"`
-	Channel          Channel      `json:"channel"`
-	Account          string       `json:"account"`
-	Status           Status       `json:"status"`
-	Previous         Status       `json:"previous,omitempty"` // filled in by the recorder
-	At               time.Time    `json:"at"`
-	ChannelMessageID string       `json:"channel_message_id,omitempty"`
-	Participant      string       `json:"participant,omitempty"` // group receipts: blind index of the member
-	Error            *ErrorDetail `json:"error,omitempty"`
+	MessageID        string    `json:"message_id"`
+	Tenant           string    `json:"tenant"`
+	Channel          Channel   `json:"channel"`
+	Account          string    `json:"account"`
+	Status           Status    `json:"status"`
+	Previous         Status    `json:"previous,omitempty"` // filled in by the recorder
+	At               time.Time `json:"at"`
+	ChannelMessageID string    `json:"channel_message_id,omitempty"`
+	Participant      string    `json:"participant,omitempty"` // group receipts: blind index of the member
+	// Recipients, on the sent event of a group message, is how many members it went to: the
+	// message then reaches delivered or read only when every one of them has (the least advanced
+	// participant), each member's receipt kept in the history.
+	Recipients int          `json:"recipients,omitempty"`
+	Error      *ErrorDetail `json:"error,omitempty"`
 }
 
 // ErrorDetail is the error part of a status event or an API error body.

@@ -99,6 +99,8 @@ type Adapter struct {
 	runCtx     context.Context
 	forceDrop  bool
 
+	groups map[string]groupSize // group user → member count (GroupSize), under mu
+
 	known   sync.Map // phone user → struct{}: numbers that wrote to the account
 	onWA    sync.Map // phone user → types.JID: numbers confirmed on WhatsApp
 	linking sync.Mutex
@@ -153,6 +155,7 @@ func New(cfg Config) (*Adapter, error) {
 		notReady: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		relinked: make(chan struct{}, 1),
+		groups:   map[string]groupSize{},
 	}
 	base := randFunc(cfg.Rand)
 	a.rnd = func(max time.Duration) time.Duration {

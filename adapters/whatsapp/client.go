@@ -27,6 +27,8 @@ type Client interface {
 	SendMessage(ctx context.Context, to types.JID, msg *waE2E.Message, extra ...whatsmeow.SendRequestExtra) (whatsmeow.SendResponse, error)
 	Upload(ctx context.Context, data []byte, mediaType whatsmeow.MediaType) (whatsmeow.UploadResponse, error)
 	IsOnWhatsApp(ctx context.Context, phones []string) ([]types.IsOnWhatsAppResponse, error)
+	// GetGroupInfo asks for a group's members (their count sets how a group message's status moves).
+	GetGroupInfo(ctx context.Context, jid types.JID) (*types.GroupInfo, error)
 	// Logout unlinks the device on WhatsApp's side and deletes its store.
 	Logout(ctx context.Context) error
 }

@@ -272,6 +272,91 @@ func TestEndToEndSendReceiptsInbound(t *testing.T) {
 	grep(t, e.dir, [][]byte{[]byte(secret), []byte("4915112345678"), []byte("STOP please")}, e.keys)
 }
 
+// A group message is delivered, then read, when every member other than the account has it; each
+// member's receipt is in the history.
+func TestGroupMessageFollowsItsLeastAdvancedMember(t *testing.T) {
+	e := newE2E(t)
+	ctx := context.Background()
+	group := types.NewJID("120363000000000001", types.GroupServer)
+	member := func(user string) types.GroupParticipant {
+		j := types.NewJID(user, types.DefaultUserServer)
+		return types.GroupParticipant{JID: j, PhoneNumber: j}
+	}
+	own, ana, ben := member("4915100000001"), member("4915111111111"), member("4915122222222")
+	c := e.client()
+	c.mu.Lock()
+	c.groups = map[types.JID][]types.GroupParticipant{group: {own, ana, ben}}
+	c.mu.Unlock()
+
+	addr, err := gateway.ParseAddress(gateway.WhatsApp, group.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, _, err := e.intake.Accept(ctx, sbstore.NewMessage{Message: &gateway.Message{
+		Tenant: "acme", Channel: gateway.WhatsApp, Account: "sales", Peer: addr, Content: gateway.Content{Text: "hello group"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(m.ID, gateway.StatusSent)
+	stored, err := e.db.Message(ctx, "acme", m.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receipt := func(from types.GroupParticipant, rt types.ReceiptType) {
+		t.Helper()
+		ev := &events.Receipt{MessageSource: types.MessageSource{Chat: group, Sender: from.JID, IsGroup: true},
+			MessageIDs: []string{stored.ChannelMessageID}, Timestamp: time.Now(), Type: rt}
+		if !c.Emit(ev) {
+			t.Fatalf("receipt %q of %s not acknowledged", rt, from.JID.User)
+		}
+	}
+	// Each receipt below is applied before the next is emitted (the recorder reports each one).
+	next := func() sbstore.Applied {
+		t.Helper()
+		select {
+		case a := <-e.applied:
+			return a
+		case <-time.After(30 * time.Second):
+			t.Fatal("no status applied")
+		}
+		return sbstore.Applied{}
+	}
+	for len(e.applied) > 0 {
+		<-e.applied
+	}
+	steps := []struct {
+		from     types.GroupParticipant
+		rt       types.ReceiptType
+		advanced gateway.Status // "" = history only
+	}{
+		{ana, types.ReceiptTypeDelivered, ""},
+		{ana, types.ReceiptTypeRead, ""},
+		{ben, types.ReceiptTypeDelivered, gateway.StatusDelivered},
+		{ben, types.ReceiptTypeRead, gateway.StatusRead},
+	}
+	for _, st := range steps {
+		receipt(st.from, st.rt)
+		a := next()
+		if a.Event.Participant == "" || a.Advanced != (st.advanced != "") || (a.Advanced && a.Event.Status != st.advanced) {
+			t.Fatalf("receipt %q of %s: applied %+v, want advanced to %q", st.rt, st.from.JID.User, a, st.advanced)
+		}
+	}
+	h, err := e.db.History(ctx, "acme", m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := 0
+	for _, ev := range h {
+		if ev.Participant != "" {
+			members++
+		}
+	}
+	if members != len(steps) {
+		t.Fatalf("history holds %d member receipts, want %d: %+v", members, len(steps), h)
+	}
+}
+
 func grep(t *testing.T, dir string, texts, keys [][]byte) {
 	t.Helper()
 	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {

@@ -56,6 +56,7 @@ type fakeClient struct {
 	qr        chan whatsmeow.QRChannelItem
 	pairPhone string
 	loggedOut bool
+	groups    map[types.JID][]types.GroupParticipant // GetGroupInfo answers
 }
 
 func newFakeClient(dev *store.Device, clock Clock) *fakeClient {
@@ -163,6 +164,16 @@ func (f *fakeClient) IsOnWhatsApp(ctx context.Context, phones []string) ([]types
 		out = append(out, types.IsOnWhatsAppResponse{Query: p, JID: types.NewJID(u, types.DefaultUserServer), IsIn: !f.notOnWA[u]})
 	}
 	return out, nil
+}
+
+func (f *fakeClient) GetGroupInfo(ctx context.Context, jid types.JID) (*types.GroupInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ps, ok := f.groups[jid]
+	if !ok {
+		return nil, whatsmeow.ErrGroupNotFound
+	}
+	return &types.GroupInfo{JID: jid, Participants: ps}, nil
 }
 
 func (f *fakeClient) Logout(ctx context.Context) error {

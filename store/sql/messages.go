@@ -123,8 +123,8 @@ const (
 	selectClaim      = "SELECT channel, account, COALESCE(channel_message_id, '') FROM messages WHERE tenant = ? AND id = ?"
 	updateClaim      = "UPDATE messages SET channel_message_id = ?, updated_at = ? WHERE tenant = ? AND id = ?"
 	selectByChannel  = "SELECT id FROM messages WHERE tenant = ? AND channel = ? AND account = ? AND channel_message_id = ?"
-	selectForStatus  = `SELECT status, channel, account, peer_masked, peer_index, COALESCE(channel_message_id, ''), created_at
-		FROM messages WHERE tenant = ? AND id = ?`
+	selectForStatus  = `SELECT status, channel, account, peer_masked, peer_index, COALESCE(channel_message_id, ''), created_at,
+		recipients FROM messages WHERE tenant = ? AND id = ?`
 	updateStatus = "UPDATE messages SET status = ?, updated_at = ? WHERE tenant = ? AND id = ?"
 )
 
@@ -540,7 +540,8 @@ func (db *DB) applyOne(ctx context.Context, tx *wtx, e gateway.StatusEvent, now 
 	}
 	var cur, ch, account, masked, index, cmid string
 	var created int64
-	err := tx.queryRow(ctx, q, e.Tenant, e.MessageID).Scan(&cur, &ch, &account, &masked, &index, &cmid, &created)
+	var recipients int
+	err := tx.queryRow(ctx, q, e.Tenant, e.MessageID).Scan(&cur, &ch, &account, &masked, &index, &cmid, &created, &recipients)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return store.Applied{Event: e, Missing: true}, nil
 	}
@@ -574,9 +575,25 @@ func (db *DB) applyOne(ctx context.Context, tx *wtx, e gateway.StatusEvent, now 
 
 	var sets []string
 	var args []any
-	if gateway.Advances(gateway.Status(cur), e.Status) {
+	if e.Recipients > 0 && recipients != e.Recipients {
+		sets, args = append(sets, "recipients = ?"), append(args, e.Recipients)
+	}
+	next := e.Status
+	if e.Participant != "" && recipients > 1 {
+		// A group message moves with its least advanced member; the receipt itself is history.
+		least, ok, err := leastReached(ctx, tx, e, recipients)
+		if err != nil {
+			return store.Applied{}, err
+		}
+		if !ok {
+			least = gateway.Status(cur)
+		}
+		next = least
+	}
+	if gateway.Advances(gateway.Status(cur), next) {
 		a.Advanced = true
-		sets, args = append(sets, "status = ?"), append(args, string(e.Status))
+		a.Event.Status = next // what the message became (a member's read may make it delivered)
+		sets, args = append(sets, "status = ?"), append(args, string(next))
 		if e.Error != nil {
 			sets, args = append(sets, "error_code = ?", "error_message = ?"), append(args, code, msg)
 		}
@@ -595,7 +612,7 @@ func (db *DB) applyOne(ctx context.Context, tx *wtx, e gateway.StatusEvent, now 
 	switch {
 	case len(sets) == 1 && a.Advanced:
 		// The common case has a prepared statement of its own.
-		if _, err := tx.exec(ctx, updateStatus, string(e.Status), micros(now), e.Tenant, e.MessageID); err != nil {
+		if _, err := tx.exec(ctx, updateStatus, string(next), micros(now), e.Tenant, e.MessageID); err != nil {
 			return store.Applied{}, err
 		}
 	case len(sets) > 0:
@@ -606,6 +623,43 @@ func (db *DB) applyOne(ctx context.Context, tx *wtx, e gateway.StatusEvent, now 
 		}
 	}
 	return a, nil
+}
+
+// leastReached returns the status every one of a group message's recipients has reached, from
+// the members' receipts (e, already inserted, among them): a member who read a message also had
+// it delivered. ok is false while some member has no receipt yet. Errors of members count for
+// nothing: one member's error does not fail what the others received.
+func leastReached(ctx context.Context, tx *wtx, e gateway.StatusEvent, recipients int) (least gateway.Status, ok bool, err error) {
+	rows, err := tx.tx.QueryContext(ctx, tx.db.q(`SELECT participant, status FROM status_events
+		WHERE tenant = ? AND message_id = ? AND participant <> ''`), e.Tenant, e.MessageID)
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	best := map[string]gateway.Status{}
+	for rows.Next() {
+		var p, st string
+		if err := rows.Scan(&p, &st); err != nil {
+			return "", false, err
+		}
+		s := gateway.Status(st)
+		if s != gateway.StatusDelivered && s != gateway.StatusRead && s != gateway.StatusPlayed {
+			continue
+		}
+		if cur, seen := best[p]; !seen || gateway.Advances(cur, s) {
+			best[p] = s
+		}
+	}
+	if err := rows.Err(); err != nil || len(best) < recipients {
+		return "", false, err
+	}
+	least = gateway.StatusPlayed
+	for _, s := range best {
+		if gateway.Advances(s, least) {
+			least = s
+		}
+	}
+	return least, true, nil
 }
 
 // DefaultUnfinishedLimit is Unfinished's page size when limit is 0.

@@ -383,7 +383,8 @@ func TestStatusMonotonic(t *testing.T) {
 			t.Fatalf("failed event %+v", fh[2])
 		}
 
-		// Group receipts: one history row per participant; the first advances.
+		// Group receipts without a recipient count (a message sent before counts existed): one
+		// history row per participant; the first advances.
 		g := newMsg(t, "acme", "+4915112345678", "group")
 		create(t, e.db, g)
 		d1, d2 := ev(g, gateway.StatusDelivered, time.Time{}), ev(g, gateway.StatusDelivered, time.Time{})
@@ -402,6 +403,57 @@ func TestStatusMonotonic(t *testing.T) {
 		}
 		if _, err := e.db.ApplyStatus(ctx, []gateway.StatusEvent{{MessageID: m.ID, Tenant: "acme", Status: "lost"}}); gateway.ErrorCode(err) != gateway.EInvalidField {
 			t.Fatalf("unknown status: %v", err)
+		}
+	})
+}
+
+// A group message reaches delivered, then read, only when every member it went to has; each
+// member's receipt stays in the history, and one member's error fails nothing.
+func TestGroupStatusIsTheLeastAdvancedMember(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		g := newMsg(t, "acme", "+4915112345678", "group")
+		create(t, e.db, g)
+		sent := ev(g, gateway.StatusSent, time.Time{})
+		sent.Recipients = 3
+		receipt := func(s gateway.Status, p string) gateway.StatusEvent {
+			r := ev(g, s, time.Time{})
+			r.Participant = p
+			return r
+		}
+		steps := []struct {
+			name     string
+			ev       gateway.StatusEvent
+			advanced bool
+			current  gateway.Status
+		}{
+			{"sent to three members", sent, true, gateway.StatusSent},
+			{"p1 delivered", receipt(gateway.StatusDelivered, "p1"), false, gateway.StatusSent},
+			{"p2 read (so delivered too)", receipt(gateway.StatusRead, "p2"), false, gateway.StatusSent},
+			{"p3 errs", receipt(gateway.StatusFailed, "p3"), false, gateway.StatusSent},
+			{"p3 delivered: all have it", receipt(gateway.StatusDelivered, "p3"), true, gateway.StatusDelivered},
+			{"p3 played: p1 has not read", receipt(gateway.StatusPlayed, "p3"), false, gateway.StatusDelivered},
+			{"p1 read: all have read", receipt(gateway.StatusRead, "p1"), true, gateway.StatusRead},
+		}
+		for _, st := range steps {
+			a := apply(t, e.db, st.ev)[0]
+			if a.Advanced != st.advanced || a.Duplicate || a.Missing || (a.Advanced && a.Event.Status != st.current) {
+				t.Fatalf("%s: %+v", st.name, a)
+			}
+			got, err := e.db.Message(ctx, "acme", g.ID, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != st.current {
+				t.Fatalf("%s: status %s, want %s", st.name, got.Status, st.current)
+			}
+		}
+		h, err := e.db.History(ctx, "acme", g.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != 1+len(steps) {
+			t.Fatalf("history has %d events, want every member's receipt: %+v", len(h), h)
 		}
 	})
 }
