@@ -329,9 +329,10 @@ func TestCheckReportsEachKindOfProblem(t *testing.T) {
 		},
 		{
 			name: "whatsmeow pacing problems",
-			src:  header + "      whatsapp:\n        accounts:\n          - name: sales\n            driver: whatsmeow\n            whatsmeow: {rate_per_minute: 0, media_max_size: 0}\n",
+			src:  header + "      whatsapp:\n        accounts:\n          - name: sales\n            driver: whatsmeow\n            whatsmeow: {rate_per_minute: 0, media_max_size: 0, reachout_lock: 30s}\n",
 			want: []want{
 				{"whatsmeow: {", "tenants[0].channels.whatsapp.accounts[0].whatsmeow.rate_per_minute", "must be at least 1"},
+				{"whatsmeow: {", "tenants[0].channels.whatsapp.accounts[0].whatsmeow.reachout_lock", "between 1m and 24h"},
 				{"whatsmeow: {", "tenants[0].channels.whatsapp.accounts[0].whatsmeow.media_max_size", "must be more than 0"},
 			},
 		},

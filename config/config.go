@@ -217,6 +217,7 @@ type WhatsMeowConfig struct {
 	Burst               int           `yaml:"burst"`                  // token bucket size; default 5
 	Jitter              time.Duration `yaml:"jitter"`                 // random extra delay per send, up to; default 2s
 	FirstContactPerHour int           `yaml:"first_contact_per_hour"` // sends to numbers that never wrote; default 10
+	ReachoutLock        time.Duration `yaml:"reachout_lock"`          // first pause of sends to new numbers after WhatsApp's reach-out time lock (doubles, ≤24h); default 1h
 	MediaMaxSize        Size          `yaml:"media_max_size"`         // default 16MiB
 	DeviceName          string        `yaml:"device_name"`            // shown in the phone's linked devices; default Switchboard
 }

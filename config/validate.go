@@ -48,6 +48,7 @@ func (w *WhatsMeowConfig) setDefaults() {
 	w.Burst = 5
 	w.Jitter = 2 * time.Second
 	w.FirstContactPerHour = 10
+	w.ReachoutLock = time.Hour
 	w.MediaMaxSize = 16 * MiB
 	w.DeviceName = "Switchboard"
 }
@@ -469,6 +470,9 @@ func checkWhatsMeow(r *report, w *WhatsMeowConfig, p string) {
 	}
 	if w.FirstContactPerHour < 1 {
 		r.add(p+".first_contact_per_hour", "must be at least 1, e.g. 10")
+	}
+	if w.ReachoutLock < time.Minute || w.ReachoutLock > 24*time.Hour {
+		r.add(p+".reachout_lock", "must be between 1m and 24h, e.g. 1h")
 	}
 	if w.MediaMaxSize <= 0 {
 		r.add(p+".media_max_size", "must be more than 0, e.g. 16MiB")

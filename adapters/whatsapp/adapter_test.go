@@ -551,6 +551,59 @@ loop:
 	}
 }
 
+// WhatsApp's reach-out time lock (error 463) pauses messages to numbers that never wrote, for a
+// doubling period; replies to people who wrote keep going; a first contact that goes through
+// resets the period.
+func TestReachoutTimeLock(t *testing.T) {
+	h := newHarness(t, true, func(c *Config) {
+		c.Pacing = Pacing{Interval: time.Millisecond, Burst: 100, FirstContactInterval: -1, Jitter: -1, ReachoutLock: time.Hour}
+	})
+	h.waitState(StateConnected)
+	known := types.NewJID("4915112340001", types.DefaultUserServer)
+	if !h.client().Emit(inboundMessage("IN1", &waE2E.Message{Conversation: proto.String("hi")}, types.MessageSource{Chat: known, Sender: known})) {
+		t.Fatal("inbound failed")
+	}
+	cli := h.client()
+	setErr := func(err error) {
+		cli.mu.Lock()
+		cli.sendErr = err
+		cli.mu.Unlock()
+	}
+	send := func(to string) error {
+		_, err := h.a.Send(h.ctx, adapters.Outbound{ChannelMessageID: "3EB0" + to[1:], To: phone(to), Content: gateway.Content{Text: "x"}})
+		return err
+	}
+	wantLocked := func(err error, wait time.Duration) {
+		t.Helper()
+		se := adapters.AsSendError(err)
+		if se.Code != EReachoutLocked || se.Permanent || se.RetryAfter != wait {
+			t.Fatalf("got %v (code %q, retry after %s), want %s after %s", err, se.Code, se.RetryAfter, EReachoutLocked, wait)
+		}
+	}
+
+	setErr(fmt.Errorf("%w 463", whatsmeow.ErrServerReturnedError))
+	wantLocked(send("+4915112340002"), time.Hour)
+	setErr(nil)
+	sentBefore := len(cli.sentMessages())
+	wantLocked(send("+4915112340003"), time.Hour) // held back without asking WhatsApp
+	if n := len(cli.sentMessages()); n != sentBefore {
+		t.Fatalf("a first contact went out during the lock (%d sends, want %d)", n, sentBefore)
+	}
+	if err := send("+4915112340001"); err != nil {
+		t.Fatalf("a reply during the lock: %v", err)
+	}
+	h.clock.Advance(time.Hour)
+	setErr(fmt.Errorf("%w 463", whatsmeow.ErrServerReturnedError))
+	wantLocked(send("+4915112340003"), 2*time.Hour) // still locked: twice as long
+	h.clock.Advance(2 * time.Hour)
+	setErr(nil)
+	if err := send("+4915112340003"); err != nil {
+		t.Fatalf("first contact after the lock: %v", err)
+	}
+	setErr(fmt.Errorf("%w 463", whatsmeow.ErrServerReturnedError))
+	wantLocked(send("+4915112340004"), time.Hour) // a success in between: short again
+}
+
 func TestReconnectBackoffAndBan(t *testing.T) {
 	h := newHarness(t, true, func(c *Config) {
 		c.Backoff = Backoff{Min: time.Second, Max: 8 * time.Second, Factor: 2}

@@ -20,7 +20,14 @@ type Pacing struct {
 	// Jitter adds a random delay in [0, Jitter) to every paced send, so traffic does not look
 	// machine-made. Default Interval/2.
 	Jitter time.Duration
+	// ReachoutLock is how long sends to numbers that never wrote to the account pause after
+	// WhatsApp answers one with its reach-out time lock (error 463); it doubles while the lock
+	// persists, up to 24h. Replies to people who wrote continue. Default 1h.
+	ReachoutLock time.Duration
 }
+
+// maxReachoutLock caps the doubling pause of first contacts under a reach-out time lock.
+const maxReachoutLock = 24 * time.Hour
 
 func (p Pacing) withDefaults() Pacing {
 	if p.Interval <= 0 {
@@ -33,6 +40,9 @@ func (p Pacing) withDefaults() Pacing {
 		p.FirstContactInterval = 30 * time.Second
 	} else if p.FirstContactInterval < 0 {
 		p.FirstContactInterval = 0
+	}
+	if p.ReachoutLock <= 0 {
+		p.ReachoutLock = time.Hour
 	}
 	if p.Jitter < 0 {
 		p.Jitter = 0
@@ -48,10 +58,13 @@ type pacer struct {
 	clock Clock
 	cfg   Pacing
 
-	mu      sync.Mutex
-	tat     time.Time // theoretical arrival time of the next send
-	fcTAT   time.Time // the same for first contacts
-	randDur func(max time.Duration) time.Duration
+	mu    sync.Mutex
+	tat   time.Time // theoretical arrival time of the next send
+	fcTAT time.Time // the same for first contacts
+	// reach-out time lock: first contacts wait until lockedUntil; the next lock lasts lockNext
+	lockedUntil time.Time
+	lockNext    time.Duration
+	randDur     func(max time.Duration) time.Duration
 }
 
 func newPacer(clock Clock, cfg Pacing, rnd *rand.Rand) *pacer {
@@ -115,4 +128,31 @@ func (p *pacer) wait(ctx context.Context, firstContact bool) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// reachoutLocked returns the end of the reach-out time lock when first contacts must wait now.
+func (p *pacer) reachoutLocked() (until time.Time, locked bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lockedUntil, p.lockedUntil.After(p.clock.Now())
+}
+
+// lockReachout starts (or extends) the pause of first contacts after WhatsApp refused one with
+// its reach-out time lock; each lock in a row lasts twice as long as the one before, up to 24h.
+func (p *pacer) lockReachout() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lockNext == 0 {
+		p.lockNext = p.cfg.ReachoutLock
+	}
+	p.lockedUntil = p.clock.Now().Add(p.lockNext)
+	p.lockNext = min(2*p.lockNext, maxReachoutLock)
+	return p.lockedUntil
+}
+
+// reachoutOpen records that a first contact went through: the next lock starts short again.
+func (p *pacer) reachoutOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lockNext = 0
 }

@@ -34,6 +34,9 @@ const (
 	EMediaTooLarge      = "media_too_large"
 	EMediaType          = "media_type_not_allowed"
 	EMediaFetch         = "media_fetch_failed"
+	// EReachoutLocked is the retry code of a first contact held back by WhatsApp's reach-out
+	// time lock; the message waits and is sent when the lock ends.
+	EReachoutLocked = "whatsapp_reachout_locked"
 )
 
 // Content.Extra keys the adapter understands.
@@ -102,6 +105,9 @@ func (a *Adapter) Send(ctx context.Context, m adapters.Outbound) (string, error)
 	firstContact := false
 	if to.Server == types.DefaultUserServer {
 		firstContact = !a.knownPeer(ctx, to)
+		if until, locked := a.pace.reachoutLocked(); firstContact && locked {
+			return "", reachoutError(until.Sub(a.clock.Now()))
+		}
 		if firstContact {
 			if to, err = a.checkOnWhatsApp(ctx, cli, to); err != nil {
 				return "", err
@@ -121,13 +127,33 @@ func (a *Adapter) Send(ctx context.Context, m adapters.Outbound) (string, error)
 		return "", pausedError(st, a.clock.Now())
 	}
 	resp, err := cli.SendMessage(ctx, to, msg, whatsmeow.SendRequestExtra{ID: types.MessageID(id)})
+	if isReachoutLock(err) {
+		until := a.pace.lockReachout()
+		a.log.Warn().Time("until", until).Msg("WhatsApp put the account under its reach-out time lock: messages to numbers that never wrote wait, replies continue")
+		return "", reachoutError(until.Sub(a.clock.Now()))
+	}
 	if err != nil {
 		return "", a.classify(err)
+	}
+	if firstContact {
+		a.pace.reachoutOpen()
 	}
 	if resp.ID != "" {
 		id = string(resp.ID)
 	}
 	return id, nil
+}
+
+// isReachoutLock reports whether WhatsApp refused a send with error 463, its reach-out time lock
+// on messages to people who did not write first.
+func isReachoutLock(err error) bool {
+	return errors.Is(err, whatsmeow.ErrServerReturnedError) && strings.HasSuffix(err.Error(), " 463")
+}
+
+// reachoutError asks the runner to try the message again when the reach-out lock ends.
+func reachoutError(wait time.Duration) error {
+	return &adapters.SendError{Code: EReachoutLocked, RetryAfter: max(wait, time.Second),
+		Err: errors.New("WhatsApp's reach-out time lock holds messages to numbers that never wrote to this account")}
 }
 
 func (a *Adapter) current() (LinkClient, Status) {

@@ -62,6 +62,7 @@ func (g *globals) whatsappConfig(tenant string, acct config.AccountConfig, st *w
 		Burst:                w.Burst,
 		FirstContactInterval: time.Hour / time.Duration(w.FirstContactPerHour),
 		Jitter:               w.Jitter,
+		ReachoutLock:         w.ReachoutLock,
 	}
 	if w.Jitter == 0 {
 		pacing.Jitter = -1 // the YAML said none; the adapter's zero means its default
