@@ -38,7 +38,7 @@ func TestRouterHandle(t *testing.T) {
 		name        string
 		status      gateway.Status // stored status; "" = no such message
 		stages      []pipeline.Stage
-		noStore     bool // the router runs on the envelope alone
+		noStore     bool   // the router runs on the envelope alone
 		failSubject string // publishes to this stream fail
 		data        []byte // raw payload instead of the dispatch
 		wantErr     bool

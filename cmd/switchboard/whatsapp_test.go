@@ -197,6 +197,10 @@ func (c *waClient) IsOnWhatsApp(_ context.Context, phones []string) ([]types.IsO
 	return out, nil
 }
 
+func (c *waClient) GetGroupInfo(context.Context, types.JID) (*types.GroupInfo, error) {
+	return nil, whatsmeow.ErrGroupNotFound
+}
+
 func (c *waClient) Logout(ctx context.Context) error { return c.dev.Delete(ctx) }
 
 func (c *waClient) GetQRChannel(context.Context) (<-chan whatsmeow.QRChannelItem, error) {
