@@ -42,7 +42,10 @@ type Outbound struct {
 	ChannelMessageID string // from NewChannelMessageID, "" when the channel assigns it
 	To               gateway.Address
 	Content          gateway.Content
-	Attempt          int // 1 on the first try
+	// MediaData holds the bytes of an uploaded file (Content.Media.ID), loaded by the runner;
+	// Content.Media.MIMEType and Filename describe it.
+	MediaData []byte
+	Attempt   int // 1 on the first try
 }
 
 // Sink takes what an adapter hears from its channel. Both calls return only once the report is

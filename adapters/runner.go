@@ -17,6 +17,11 @@ import (
 	"github.com/switchboard-gateway/switchboard/pipeline"
 )
 
+// MediaLoader reads uploaded media files (store.MediaFiles implements it).
+type MediaLoader interface {
+	MediaData(ctx context.Context, tenant, id string) (gateway.MediaFile, []byte, error)
+}
+
 // Store is the part of store.Messages that a Runner needs.
 type Store interface {
 	Message(ctx context.Context, tenant, id string, withContent bool) (*gateway.Message, error)
@@ -32,6 +37,7 @@ type RunnerConfig struct {
 	Adapter Adapter         // required
 
 	Store  Store             // required
+	Media  MediaLoader       // uploaded media files; nil: messages naming one fail at the adapter
 	Bus    pipeline.Consumer // required (*bus.Bus)
 	Sealer pipeline.Sealer   // required (*crypt.Keyring): seals inbound messages, indexes participants
 	Stages []pipeline.Stage  // pre-dispatch policy, checked again right before each send
@@ -301,11 +307,16 @@ func (r *Runner) handle(ctx context.Context, msg *bus.Msg, d gateway.Dispatch) e
 	}
 	defer r.track(cid)()
 	at := r.cfg.Clock()
+	media, err := r.uploadedMedia(ctx, m)
+	if err != nil {
+		return err
+	}
 	got, err := r.cfg.Adapter.Send(ctx, Outbound{
 		MessageID:        m.ID,
 		ChannelMessageID: cid,
 		To:               m.Peer,
 		Content:          m.Content,
+		MediaData:        media,
 		Attempt:          int(msg.NumDelivered),
 	})
 	if err == nil {
@@ -358,6 +369,23 @@ func (r *Runner) publish(ctx context.Context, m *gateway.Message, s gateway.Stat
 		MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account,
 		Status: s, At: at.UTC(), ChannelMessageID: cid, Error: e,
 	})
+}
+
+// uploadedMedia loads the bytes of the uploaded file a message names, nil when it names none or
+// the file is gone (the adapter then fails the message: nothing can bring the file back).
+func (r *Runner) uploadedMedia(ctx context.Context, m *gateway.Message) ([]byte, error) {
+	if m.Content.Media == nil || m.Content.Media.ID == "" || r.cfg.Media == nil {
+		return nil, nil
+	}
+	_, data, err := r.cfg.Media.MediaData(ctx, m.Tenant, m.Content.Media.ID)
+	if gateway.ErrorCode(err) == gateway.ENotFound {
+		r.cfg.Log.Warn().Str("msg_id", m.ID).Msg("the message's uploaded media file is gone (expired or deleted)")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("adapters: load media of %s: %w", m.ID, err)
+	}
+	return data, nil
 }
 
 // publishSent reports a successful send; for a group, with the number of members it went to.

@@ -56,9 +56,11 @@ const (
 	ExtraTeamsAdaptiveCard = "teams.adaptive_card"
 )
 
-// Media is a reference to an attachment.
+// Media is a reference to an attachment: a URL the adapter fetches, or the id of a file uploaded
+// with POST /v1/media (exactly one of them).
 type Media struct {
-	URL      string `json:"url"`
+	URL      string `json:"url,omitempty"`
+	ID       string `json:"id,omitempty"` // med_…: an uploaded MediaFile of the same tenant
 	MIMEType string `json:"mime_type,omitempty"`
 	Filename string `json:"filename,omitempty"`
 	Caption  string `json:"caption,omitempty"`

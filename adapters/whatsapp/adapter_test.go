@@ -705,22 +705,33 @@ func TestMediaSend(t *testing.T) {
 	})
 	h.waitState(StateConnected)
 	tests := []struct {
-		name string
-		url  string
-		code string // "" = sent
-		kind whatsmeow.MediaType
+		name     string
+		url      string
+		uploaded *gateway.Media // an uploaded file instead of url, with its bytes in data
+		data     []byte
+		code     string // "" = sent
+		kind     whatsmeow.MediaType
 	}{
-		{"image", srv.URL + "/a.png", "", whatsmeow.MediaImage},
-		{"document", srv.URL + "/report.pdf", "", whatsmeow.MediaDocument},
-		{"too large", srv.URL + "/big.png", EMediaTooLarge, ""},
-		{"type not allowed", srv.URL + "/a.exe", EMediaType, ""},
-		{"missing", srv.URL + "/nope", EMediaFetch, ""},
-		{"not http", "file:///etc/passwd", EMediaFetch, ""},
+		{name: "image", url: srv.URL + "/a.png", kind: whatsmeow.MediaImage},
+		{name: "document", url: srv.URL + "/report.pdf", kind: whatsmeow.MediaDocument},
+		{name: "too large", url: srv.URL + "/big.png", code: EMediaTooLarge},
+		{name: "type not allowed", url: srv.URL + "/a.exe", code: EMediaType},
+		{name: "missing", url: srv.URL + "/nope", code: EMediaFetch},
+		{name: "not http", url: "file:///etc/passwd", code: EMediaFetch},
+		{name: "uploaded document", uploaded: &gateway.Media{ID: "med_1", MIMEType: "application/pdf", Filename: "report.pdf"}, data: []byte("%PDF-1.4"), kind: whatsmeow.MediaDocument},
+		{name: "uploaded image, type sniffed", uploaded: &gateway.Media{ID: "med_2"}, data: png, kind: whatsmeow.MediaImage},
+		{name: "uploaded image too large", uploaded: &gateway.Media{ID: "med_3", MIMEType: "image/png"}, data: make([]byte, 2048), code: EMediaTooLarge},
+		{name: "uploaded file gone", uploaded: &gateway.Media{ID: "med_4", MIMEType: "application/pdf"}, code: EMediaFetch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			media := &gateway.Media{URL: tt.url, Caption: "see"}
+			if tt.uploaded != nil {
+				media = tt.uploaded
+				media.Caption = "see"
+			}
 			_, err := h.a.Send(h.ctx, adapters.Outbound{ChannelMessageID: "3EB0M", To: phone("+4915112345678"),
-				Content: gateway.Content{Media: &gateway.Media{URL: tt.url, Caption: "see"}}})
+				Content: gateway.Content{Media: media}, MediaData: tt.data})
 			if tt.code != "" {
 				se := adapters.AsSendError(err)
 				if err == nil || !se.Permanent || se.Code != tt.code {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
@@ -146,7 +147,7 @@ func newE2E(t *testing.T) *e2e {
 	}
 	runner, err := adapters.NewRunner(adapters.RunnerConfig{
 		Tenant: "acme", Channel: gateway.WhatsApp, Account: "sales", Adapter: e.adapter,
-		Store: db, Bus: e.bus, Sealer: kr, BackOff: []time.Duration{10 * time.Millisecond}, Log: log,
+		Store: db, Media: db, Bus: e.bus, Sealer: kr, BackOff: []time.Duration{10 * time.Millisecond}, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -270,6 +271,37 @@ func TestEndToEndSendReceiptsInbound(t *testing.T) {
 
 	// Nothing readable on disk: not the text, not the number, not the device keys.
 	grep(t, e.dir, [][]byte{[]byte(secret), []byte("4915112345678"), []byte("STOP please")}, e.keys)
+}
+
+// An uploaded file named by a message reaches WhatsApp: the runner loads it from the store.
+func TestUploadedMediaIsSent(t *testing.T) {
+	e := newE2E(t)
+	ctx := context.Background()
+	pdf := []byte("%PDF-1.7 uploaded invoice")
+	f := gateway.MediaFile{ID: gateway.NewMediaID(), Tenant: "acme", MIMEType: "application/pdf", Filename: "invoice.pdf",
+		ExpiresAt: time.Now().Add(time.Hour)}
+	if err := e.db.PutMedia(ctx, f, pdf); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := gateway.ParseAddress(gateway.WhatsApp, "+4915112345678")
+	m, _, _, err := e.intake.Accept(ctx, sbstore.NewMessage{Message: &gateway.Message{
+		Tenant: "acme", Channel: gateway.WhatsApp, Account: "sales", Peer: addr,
+		Content: gateway.Content{Media: &gateway.Media{ID: f.ID, MIMEType: f.MIMEType, Filename: f.Filename, Caption: "your invoice"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(m.ID, gateway.StatusSent)
+	c := e.client()
+	c.mu.Lock()
+	uploads := append([]whatsmeow.MediaType(nil), c.uploads...)
+	c.mu.Unlock()
+	sent := c.sentMessages()
+	doc := sent[len(sent)-1].Msg.GetDocumentMessage()
+	if len(uploads) != 1 || uploads[0] != whatsmeow.MediaDocument || doc.GetFileName() != "invoice.pdf" ||
+		doc.GetCaption() != "your invoice" || doc.GetFileLength() != uint64(len(pdf)) {
+		t.Fatalf("uploads %v, document %v", uploads, doc)
+	}
 }
 
 // A group message is delivered, then read, when every member other than the account has it; each

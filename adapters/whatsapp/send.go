@@ -114,7 +114,7 @@ func (a *Adapter) Send(ctx context.Context, m adapters.Outbound) (string, error)
 			}
 		}
 	}
-	msg, err := a.buildMessage(ctx, cli, to, m.Content)
+	msg, err := a.buildMessage(ctx, cli, to, m.Content, m.MediaData)
 	if err != nil {
 		return "", err
 	}
@@ -229,7 +229,7 @@ func (a *Adapter) classify(err error) error {
 }
 
 // buildMessage turns content into a WhatsApp message: text, a reply, a reaction or media.
-func (a *Adapter) buildMessage(ctx context.Context, cli Client, to types.JID, c gateway.Content) (*waE2E.Message, error) {
+func (a *Adapter) buildMessage(ctx context.Context, cli Client, to types.JID, c gateway.Content, mediaData []byte) (*waE2E.Message, error) {
 	if c.Template != nil {
 		return nil, adapters.Permanent(EUnsupportedContent, errors.New("templates are a WhatsApp Business API feature; a linked device sends text and media"))
 	}
@@ -260,7 +260,7 @@ func (a *Adapter) buildMessage(ctx context.Context, cli Client, to types.JID, c 
 		}
 	}
 	if c.Media != nil {
-		return a.mediaMessage(ctx, cli, c, ci)
+		return a.mediaMessage(ctx, cli, c, mediaData, ci)
 	}
 	if c.Text == "" {
 		return nil, adapters.Permanent(EUnsupportedContent, errors.New("the message has no text and no media"))
@@ -307,23 +307,13 @@ func (l MediaLimits) withDefaults() MediaLimits {
 		l.MaxDocumentBytes = 100 << 20
 	}
 	if len(l.AllowedTypes) == 0 {
-		l.AllowedTypes = []string{"image/*", "video/*", "audio/*", "application/pdf",
-			"application/msword", "application/vnd.openxmlformats-officedocument.*",
-			"application/vnd.ms-excel", "text/plain", "text/csv"}
+		l.AllowedTypes = gateway.DefaultMediaTypes
 	}
 	return l
 }
 
 func (l MediaLimits) allowed(mimeType string) bool {
-	for _, t := range l.AllowedTypes {
-		if t == mimeType {
-			return true
-		}
-		if strings.HasSuffix(t, "*") && strings.HasPrefix(mimeType, strings.TrimSuffix(t, "*")) {
-			return true
-		}
-	}
-	return false
+	return gateway.MediaTypeAllowed(l.AllowedTypes, mimeType)
 }
 
 func mediaKind(mimeType string) whatsmeow.MediaType {
@@ -377,12 +367,19 @@ func (a *Adapter) fetchMedia(ctx context.Context, m *gateway.Media) ([]byte, str
 	if err != nil {
 		return nil, "", &adapters.SendError{Code: EMediaFetch, RetryAfter: 30 * time.Second, Err: err}
 	}
-	if int64(len(data)) > limit {
-		return nil, "", adapters.Permanent(EMediaTooLarge, fmt.Errorf("media is over the limit of %d bytes", limit))
-	}
 	mimeType := m.MIMEType
 	if mimeType == "" {
 		mimeType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	}
+	return a.checkMedia(data, mimeType)
+}
+
+// checkMedia applies the account's type and size limits to media bytes, fetched or uploaded,
+// sniffing the type when none was given.
+func (a *Adapter) checkMedia(data []byte, mimeType string) ([]byte, string, error) {
+	limit := max(a.cfg.Media.MaxDocumentBytes, a.cfg.Media.MaxBytes)
+	if int64(len(data)) > limit {
+		return nil, "", adapters.Permanent(EMediaTooLarge, fmt.Errorf("media is over the limit of %d bytes", limit))
 	}
 	if mimeType == "" || mimeType == "application/octet-stream" {
 		mimeType, _, _ = mime.ParseMediaType(http.DetectContentType(data))
@@ -396,8 +393,18 @@ func (a *Adapter) fetchMedia(ctx context.Context, m *gateway.Media) ([]byte, str
 	return data, mimeType, nil
 }
 
-func (a *Adapter) mediaMessage(ctx context.Context, cli Client, c gateway.Content, ci *waE2E.ContextInfo) (*waE2E.Message, error) {
-	data, mimeType, err := a.fetchMedia(ctx, c.Media)
+func (a *Adapter) mediaMessage(ctx context.Context, cli Client, c gateway.Content, uploaded []byte, ci *waE2E.ContextInfo) (*waE2E.Message, error) {
+	var data []byte
+	var mimeType string
+	var err error
+	switch {
+	case c.Media.ID != "" && uploaded == nil:
+		return nil, adapters.Permanent(EMediaFetch, errors.New("the uploaded media file is gone (expired or deleted)"))
+	case c.Media.ID != "":
+		data, mimeType, err = a.checkMedia(uploaded, c.Media.MIMEType)
+	default:
+		data, mimeType, err = a.fetchMedia(ctx, c.Media)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -435,10 +442,13 @@ func (a *Adapter) mediaMessage(ctx context.Context, cli Client, c gateway.Conten
 		}}, nil
 	}
 	name := c.Media.Filename
-	if name == "" {
+	if name == "" && c.Media.URL != "" {
 		if u, err := url.Parse(c.Media.URL); err == nil {
 			name = path.Base(u.Path)
 		}
+	}
+	if name == "" || name == "." || name == "/" {
+		name = "document"
 	}
 	return &waE2E.Message{DocumentMessage: &waE2E.DocumentMessage{
 		Caption: capPtr, Mimetype: proto.String(mimeType), FileName: proto.String(name), Title: proto.String(name),

@@ -71,6 +71,8 @@ type ReadyCheck struct {
 // Config tunes the server. Zero values take the defaults noted.
 type Config struct {
 	MaxBody       int64         // largest request body in bytes; default 1 MiB
+	MaxMediaBytes int64         // largest uploaded file (POST /v1/media); default 100 MiB
+	MediaTTL      time.Duration // how long an uploaded file is kept; default 7 days
 	Timeout       time.Duration // per-request deadline (context); default 10s
 	RatePerSecond float64       // per-tenant request rate; 0 = unlimited
 	Burst         int           // per-tenant burst; default max(1, RatePerSecond)
@@ -97,6 +99,7 @@ type Deps struct {
 	Sandbox   SandboxInjector // nil: no /v1/sandbox route (production)
 	Consent   ConsentRegistry // nil: no /v1/consent routes
 	Privacy   Privacy         // nil: no /v1/erasures, /v1/exports, /v1/restrictions routes
+	Media     MediaFiles      // nil: no /v1/media routes, and sends take media by URL only
 	Ready     []ReadyCheck
 	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
 	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same
@@ -133,6 +136,12 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxMediaBytes <= 0 {
+		cfg.MaxMediaBytes = DefaultMaxMediaBytes
+	}
+	if cfg.MediaTTL <= 0 {
+		cfg.MediaTTL = DefaultMediaTTL
 	}
 	if cfg.KeyCacheTTL == 0 {
 		cfg.KeyCacheTTL = DefaultKeyCacheTTL
@@ -173,6 +182,9 @@ func (s *Server) routes() {
 	}
 	if s.deps.Privacy != nil {
 		s.privacyRoutes()
+	}
+	if s.deps.Media != nil {
+		s.mediaRoutes()
 	}
 	for pattern, h := range s.deps.Channel {
 		s.handle(pattern, public, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {

@@ -68,6 +68,7 @@ type mentionJSON struct {
 
 type mediaJSON struct {
 	URL      string `json:"url,omitempty"`
+	ID       string `json:"id,omitempty"`
 	MIMEType string `json:"mime_type,omitempty"`
 	Filename string `json:"filename,omitempty"`
 	Caption  string `json:"caption,omitempty"`
@@ -97,6 +98,9 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request, key gatew
 	}
 	msg, err := s.newMessage(key.Tenant, &req)
 	if err != nil {
+		return err
+	}
+	if err := s.attachUpload(r.Context(), msg); err != nil {
 		return err
 	}
 	nm := store.NewMessage{Message: msg}
@@ -234,6 +238,28 @@ func (s *Server) newMessage(tenant string, req *sendRequest) (*gateway.Message, 
 	}, nil
 }
 
+// validMediaSource checks that media names exactly one source: a URL the adapter fetches, or a
+// file uploaded with POST /v1/media.
+func validMediaSource(m *mediaJSON) error {
+	switch {
+	case m.URL == "" && m.ID == "":
+		return gateway.FieldErrorf(gateway.EMissingField, "media.url", "media needs a url, or the id of a file uploaded with POST /v1/media")
+	case m.URL != "" && m.ID != "":
+		return gateway.FieldErrorf(gateway.EInvalidField, "media.id", "give media.url or media.id, not both")
+	case m.ID != "":
+		if !strings.HasPrefix(m.ID, "med_") || len(m.ID) > 64 {
+			return gateway.FieldErrorf(gateway.EInvalidField, "media.id", "is not a media id (med_…, from POST /v1/media)")
+		}
+		return nil
+	case len(m.URL) > MaxURLLen:
+		return gateway.FieldErrorf(gateway.EInvalidField, "media.url", "must be at most %d characters", MaxURLLen)
+	}
+	if u, err := url.Parse(m.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return gateway.FieldErrorf(gateway.EInvalidField, "media.url", "must be an absolute http or https URL")
+	}
+	return nil
+}
+
 func validContent(req *sendRequest) (gateway.Content, error) {
 	var c gateway.Content
 	if req.Text == "" && req.Media == nil && req.Template == nil {
@@ -244,14 +270,8 @@ func validContent(req *sendRequest) (gateway.Content, error) {
 	}
 	c.Text = req.Text
 	if m := req.Media; m != nil {
-		if m.URL == "" {
-			return c, gateway.FieldErrorf(gateway.EMissingField, "media.url", "media needs a url")
-		}
-		if len(m.URL) > MaxURLLen {
-			return c, gateway.FieldErrorf(gateway.EInvalidField, "media.url", "must be at most %d characters", MaxURLLen)
-		}
-		if u, err := url.Parse(m.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return c, gateway.FieldErrorf(gateway.EInvalidField, "media.url", "must be an absolute http or https URL")
+		if err := validMediaSource(m); err != nil {
+			return c, err
 		}
 		if m.MIMEType != "" {
 			if mt, _, err := mime.ParseMediaType(m.MIMEType); err != nil || !strings.Contains(mt, "/") {
@@ -264,7 +284,7 @@ func validContent(req *sendRequest) (gateway.Content, error) {
 		if n := utf8.RuneCountInString(m.Caption); n > MaxCaptionLen {
 			return c, gateway.FieldErrorf(gateway.EInvalidField, "media.caption", "is %d characters long; the limit is %d", n, MaxCaptionLen)
 		}
-		c.Media = &gateway.Media{URL: m.URL, MIMEType: m.MIMEType, Filename: m.Filename, Caption: m.Caption}
+		c.Media = &gateway.Media{URL: m.URL, ID: m.ID, MIMEType: m.MIMEType, Filename: m.Filename, Caption: m.Caption}
 	}
 	if t := req.Template; t != nil {
 		if strings.TrimSpace(t.Name) == "" {
@@ -416,7 +436,7 @@ func toMessageJSON(m *gateway.Message, withContent bool) messageJSON {
 		c := m.Content
 		cj := &contentJSON{Text: c.Text, ReplyTo: c.ReplyTo, Extra: c.Extra}
 		if c.Media != nil {
-			cj.Media = &mediaJSON{URL: c.Media.URL, MIMEType: c.Media.MIMEType, Filename: c.Media.Filename, Caption: c.Media.Caption}
+			cj.Media = &mediaJSON{URL: c.Media.URL, ID: c.Media.ID, MIMEType: c.Media.MIMEType, Filename: c.Media.Filename, Caption: c.Media.Caption}
 		}
 		if c.Template != nil {
 			cj.Template = &templateJSON{Name: c.Template.Name, Language: c.Template.Language, Params: c.Template.Params}

@@ -32,6 +32,7 @@ func (examplePrivacy) RequestErasure(_ context.Context, tenant string, _ store.A
 func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Consent = exampleConsent{}
 	d.Privacy = examplePrivacy{}
+	d.Media = &fakeMedia{files: map[string]gateway.MediaFile{}, data: map[string][]byte{}}
 	d.Events = &fakeEvents{tenants: make(chan string, 1), from: make(chan api.EventCursor, 1)}
 	d.Metrics = http.NotFoundHandler()
 	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}

@@ -310,6 +310,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	start("privacy", s.privacy.Run)
 	start("retention", s.sweeper.Run)
+	start("media", s.sweepMedia)
 	if s.reloader != nil {
 		start("reloader", s.reloader.Run)
 	}

@@ -85,6 +85,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Directory: dir,
 		Consent:   consentRegistry,
 		Privacy:   s.privacy,
+		Media:     s.db,
 		Channel:   s.opts.ChannelRoutes,
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),
@@ -147,7 +148,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 	}
 	r, err := adapters.NewRunner(adapters.RunnerConfig{
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
-		Store: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
+		Store: s.db, Media: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
 		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
 	})
 	if err != nil {
