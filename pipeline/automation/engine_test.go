@@ -24,6 +24,8 @@ tenants:
     channels:
       whatsapp: {accounts: [{name: sales, driver: sandbox}, {name: support, driver: sandbox}]}
       teams: {accounts: [{name: ops, driver: sandbox}]}
+    lists: {reminders: ["+4915112345678", "+4915112345679"]}
+    templates: {reminder: "Reminder from {{.Rule}}"}
     automations:
 `
 
@@ -45,6 +47,14 @@ func event(ch gateway.Channel, account, from, text string) gateway.InboundEvent 
 		ID: gateway.NewMessageID(), Tenant: "acme", Channel: ch, Account: account, ChannelMessageID: "c1",
 		From: addr, Content: gateway.Content{Text: text}, At: eventTime,
 	}
+}
+
+func mustAddress(ch gateway.Channel, s string) gateway.Address {
+	a, err := gateway.ParseAddress(ch, s)
+	if err != nil {
+		panic(err)
+	}
+	return a
 }
 
 var eventTime = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
