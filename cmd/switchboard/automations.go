@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/pipeline/automation"
 )
@@ -111,7 +112,16 @@ func newAutomationsCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "  does nothing: %s\n", m.Skipped)
 				}
 				for _, p := range m.Actions {
-					fmt.Fprintf(w, "  do[%d] %s → %s/%s %s (hops %d): %q\n", p.Action, p.Kind, p.Channel, p.Account, p.To.String(), p.Hops, p.Text)
+					switch p.Kind {
+					case config.ActionWebhook:
+						fmt.Fprintf(w, "  do[%d] webhook → POST %s (signed, webhook-id %s)\n", p.Action, p.URL, p.IdempotencyKey)
+					case config.ActionConsent:
+						fmt.Fprintf(w, "  do[%d] set_consent → %s %s %s\n", p.Action, p.Channel, p.To.String(), strings.TrimSpace(p.Consent+" "+p.Category))
+					case config.ActionTag:
+						fmt.Fprintf(w, "  do[%d] tag → %s add %v remove %v\n", p.Action, p.To.String(), p.AddTags, p.RemoveTags)
+					default:
+						fmt.Fprintf(w, "  do[%d] %s → %s/%s %s (hops %d): %q\n", p.Action, p.Kind, p.Channel, p.Account, p.To.String(), p.Hops, p.Text)
+					}
 				}
 			}
 			return nil
