@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	tparse "text/template/parse"
 	"time"
 	"unicode"
 
@@ -254,11 +255,71 @@ func ParseTemplate(name, src string) (*template.Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	sample := TemplateData{Text: "sample", From: TemplateAddress{Address: "+4915100000000", Masked: "+49******0000"}, Channel: "whatsapp", Account: "a", Rule: "r", At: time.Unix(0, 0)}
+	sample := TemplateData{Text: "sample", From: TemplateAddress{Address: "+4915100000000", Masked: "+49******0000"}, Channel: "whatsapp", Account: "a", Rule: "r", At: time.Unix(0, 0),
+		Hook: hookSample(t.Tree.Root)}
 	if err := t.Execute(io.Discard, sample); err != nil && !strings.Contains(err.Error(), "<.Hook.") {
-		return nil, err // a hook body's fields are known only when it is called
+		return nil, err // a hook body's values are known only when it is called
 	}
 	return t, nil
+}
+
+// hookSample is a hook body holding every .Hook field the template reads, so the check run on
+// sample data goes on past them to the rest of the template.
+func hookSample(root *tparse.ListNode) map[string]any {
+	sample := map[string]any{}
+	var walk func(n tparse.Node)
+	walk = func(n tparse.Node) {
+		switch n := n.(type) {
+		case *tparse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c)
+				}
+			}
+		case *tparse.ActionNode:
+			walk(n.Pipe)
+		case *tparse.PipeNode:
+			if n != nil {
+				for _, c := range n.Cmds {
+					walk(c)
+				}
+			}
+		case *tparse.CommandNode:
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *tparse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.FieldNode:
+			if len(n.Ident) < 2 || n.Ident[0] != "Hook" {
+				return
+			}
+			m := sample
+			for _, k := range n.Ident[1 : len(n.Ident)-1] {
+				next, ok := m[k].(map[string]any)
+				if !ok {
+					next = map[string]any{}
+					m[k] = next
+				}
+				m = next
+			}
+			if _, ok := m[n.Ident[len(n.Ident)-1]]; !ok {
+				m[n.Ident[len(n.Ident)-1]] = "sample"
+			}
+		}
+	}
+	walk(root)
+	return sample
 }
 
 // autoDecoder turns a tenant's raw automation nodes into Rules, reporting every problem at its line.

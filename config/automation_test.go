@@ -115,6 +115,7 @@ func TestAutomationsRefused(t *testing.T) {
 		{"status unknown", `{name: s, when: {status: {in: [lost]}}, do: [{send: {channel: whatsapp, to: "+4915112345678", text: x}}]}`, "when.status.in[0]: unknown status \"lost\""},
 		{"status no in", `{name: s, when: {status: {channel: whatsapp}}, do: [{send: {channel: whatsapp, to: "+4915112345678", text: x}}]}`, "when.status.in: missing"},
 		{"hook name", `{name: s, when: {hook: {name: "Bad Name"}}, do: [{send: {channel: whatsapp, to: "+4915112345678", text: x}}]}`, "when.hook.name: invalid hook name"},
+		{"hook template", `{name: s, when: {hook: {name: h}}, do: [{send: {channel: whatsapp, to: "+4915112345678", text: "{{.Hook.order.id}} {{if .Hook.paid}}{{.Nope}}{{end}}"}}]}`, "do[0].send.text: template does not work: 1:38: at <.Nope>"},
 		{"hook tag", `{name: s, when: {hook: {name: h}}, do: [{tag: {add: [x]}}]}`, "do[0].tag: a hook rule has no contact to tag"},
 		{"scheduled consent", `{name: s, when: {schedule: {cron: "0 9 * * *"}}, do: [{set_consent: {state: opt_out}}]}`, "do[0].set_consent: a schedule rule has no contact"},
 		{"scheduled reply", `{name: s, when: {schedule: {cron: "0 9 * * *"}}, do: [{reply: {text: x}}]}`, "do[0].reply: a schedule rule has no message to reply"},

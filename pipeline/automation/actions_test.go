@@ -388,3 +388,27 @@ func TestSendToListWithNamedTemplate(t *testing.T) {
 		t.Fatalf("messages %+v %+v", m0, m1)
 	}
 }
+
+// TestHookCallCutShort: when the call's deadline ends before the actions are done, the caller is
+// told to call again (unavailable), and the call again acts once.
+func TestHookCallCutShort(t *testing.T) {
+	srv := newHookServer(t)
+	a := newActionEnv(t, `
+      - name: shipped
+        when: {hook: {name: order-shipped}}
+        do: [{webhook: {url: "`+srv.URL+`", secret_env: HOOK_SECRET, allow_private: true}}]
+`, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := a.e.HandleHook(ctx, "acme", "order-shipped", "hook_1", map[string]any{}, eventTime); gateway.ErrorCode(err) != gateway.EUnavailable {
+		t.Fatalf("err = %v, want unavailable", err)
+	}
+	for range 2 {
+		if err := a.e.HandleHook(t.Context(), "acme", "order-shipped", "hook_1", map[string]any{}, eventTime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(a.results(), ","); got != "webhook:accepted,webhook:duplicate" || srv.count() != 1 {
+		t.Fatalf("outcomes %s, %d requests", got, srv.count())
+	}
+}

@@ -3,6 +3,7 @@ package automation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"time"
 
@@ -70,7 +71,13 @@ func (e *Engine) HandleHook(ctx context.Context, tenant, name, id string, body m
 	if e.cfg.Intake == nil {
 		return gateway.Errorf(gateway.EUnavailable, "automations are not running")
 	}
-	return e.run(ctx, Event{Kind: KindHook, ID: id, Tenant: tenant, At: at, Hook: name, Body: body})
+	err := e.run(ctx, Event{Kind: KindHook, ID: id, Tenant: tenant, At: at, Hook: name, Body: body})
+	var ge *gateway.Error
+	if err != nil && !errors.As(err, &ge) {
+		// A deadline or a dropped connection: the caller repeats the call, which acts once.
+		return gateway.WrapError(gateway.EUnavailable, err, "the hook's actions could not all be taken now: call again with the same Idempotency-Key")
+	}
+	return err
 }
 
 // has reports whether the tenant has a rule with that trigger (and hook name).
