@@ -30,6 +30,9 @@ tenants:
           - tag: {add: [vip]}
           - set_consent: {state: opt_in}
           - webhook: {url: "https://ops.example.com/hook", secret_env: OPS_SECRET}
+      - name: shipped
+        when: {hook: {name: order-shipped}}
+        do: [{send: {channel: whatsapp, to: "+4915112345678", text: "Order {{.Hook.order_id}} has shipped"}}]
 `
 
 // TestAutomationsDryRun: the dry run prints the matching rules and their planned actions, and
@@ -64,6 +67,11 @@ func TestAutomationsDryRun(t *testing.T) {
 			"do[1] set_consent → whatsapp +4915112345678 opted_in",
 			"do[2] webhook → POST https://ops.example.com/hook (signed, webhook-id automation:msg_dryrun:vip:2)",
 		}, false},
+		{"hook", []string{"--tenant", "acme", "--hook", "order-shipped", "--body", `{"order_id":"A-1"}`}, []string{
+			"rule shipped matches",
+			`do[0] send → whatsapp/sales +4915112345678 (hops 1): "Order A-1 has shipped"`,
+		}, false},
+		{"hook body not an object", []string{"--tenant", "acme", "--hook", "order-shipped", "--body", `[1]`}, []string{"--body must be a JSON object"}, true},
 		{"event file", []string{"--tenant", "acme", "--event", event}, []string{"rule invoices-to-finance matches", "do[0] forward"}, false},
 		{"no match", []string{"--tenant", "acme", "--from", "+4915112345678", "--text", "hello"}, []string{"no automation of tenant acme matches"}, false},
 		{"hop limit", []string{"--tenant", "acme", "--event", filepath.Join(dir, "hops.json")}, []string{"rule help matches", "does nothing: hop limit reached"}, false},
