@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 
+	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/automation"
 )
@@ -12,7 +13,8 @@ import (
 func (s *Server) automationHandler() (pipeline.InboundHandler, error) {
 	s.automations = automation.New(automation.Config{
 		Intake: s.intake, Store: s.db, Consent: s.consentRegistry(), Secret: s.opts.LookupEnv,
-		Log: s.log.With().Str("component", "automation").Logger(), OnAction: s.opts.OnAutomation,
+		Restricted: s.restricted,
+		Log:        s.log.With().Str("component", "automation").Logger(), OnAction: s.opts.OnAutomation,
 	}, s.cfg)
 	// Schedules: the fired-at record per rule is in the store, shared by the replicas; the one
 	// holding the scheduler lease fires them.
@@ -39,4 +41,13 @@ func (s *Server) automationHandler() (pipeline.InboundHandler, error) {
 // runAutomationStatus runs the status rules on the STATUS stream.
 func (s *Server) runAutomationStatus(ctx context.Context) error {
 	return s.automations.RunStatus(ctx, s.bus, s.cfg.Bus.MaxDeliver)
+}
+
+// restricted tells the automations whether the processing of subject is restricted.
+func (s *Server) restricted(ctx context.Context, tenant string, subject gateway.Address) (bool, error) {
+	index, err := s.keyring.BlindIndex(ctx, tenant, subject.String())
+	if err != nil {
+		return false, err
+	}
+	return s.db.Restricted(ctx, tenant, index)
 }

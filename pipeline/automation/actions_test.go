@@ -329,6 +329,17 @@ func TestStatusRule(t *testing.T) {
 	if tags, _ := a.st.Tags(t.Context(), "acme", orig.Peer); strings.Join(tags, ",") != "unreachable" {
 		t.Fatalf("tags %v", tags)
 	}
+	// Once the subject's processing is restricted, its statuses start nothing.
+	a.e.cfg.Restricted = func(_ context.Context, tenant string, subject gateway.Address) (bool, error) {
+		return tenant == "acme" && subject == orig.Peer, nil
+	}
+	failed.Status = gateway.StatusRejected
+	if err := a.e.HandleStatus(t.Context(), failed); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.results()); n != 6 {
+		t.Fatalf("a restricted subject's status acted: %v", a.results())
+	}
 	if !strings.Contains(string(srv.bodies[0]), `"type":"automation.status"`) || !strings.Contains(string(srv.bodies[0]), `"status":"failed"`) {
 		t.Fatalf("webhook body %s", srv.bodies[0])
 	}

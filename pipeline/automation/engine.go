@@ -72,6 +72,10 @@ type Config struct {
 	// Without it, every event counts 0 hops and webhook, set_consent and tag are not recorded done.
 	Store   Store
 	Consent ConsentRecorder // set_consent; without it the action is rejected
+	// Restricted, when set, tells whether the processing of a subject is restricted: a status
+	// change of a message to such a subject starts no rule (inbound messages are skipped before
+	// they reach the engine).
+	Restricted func(ctx context.Context, tenant string, subject gateway.Address) (bool, error)
 	// Secret looks up the environment variable a webhook action names (secret_env).
 	Secret func(name string) (string, bool)
 	Log    zerolog.Logger

@@ -54,6 +54,12 @@ func (e *Engine) HandleStatus(ctx context.Context, se gateway.StatusEvent) error
 			return err
 		}
 		ev.Subject, ev.Hops = m.Peer, m.Hops
+		if e.cfg.Restricted != nil {
+			restricted, err := e.cfg.Restricted(ctx, se.Tenant, m.Peer)
+			if err != nil || restricted {
+				return err
+			}
+		}
 		if ev.Tags, err = e.tags(ctx, ev.Tenant, ev.Subject); err != nil {
 			return err
 		}
