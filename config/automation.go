@@ -3,9 +3,12 @@ package config
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
+	tparse "text/template/parse"
 	"time"
 	"unicode"
 
@@ -19,15 +22,15 @@ import (
 )
 
 // Automation is one rule of a tenant's automations, typed and checked from the YAML by Validate
-// (TenantConfig.Rules). The inbound and schedule triggers and the forward, reply and send actions
-// exist in this version; the other triggers and actions of the design are reported as not
-// supported. Exactly one of Inbound and Schedule is set.
+// (TenantConfig.Rules). Exactly one of Inbound, Schedule, Status and Hook is set.
 type Automation struct {
 	Name     string
 	Line     int // where the rule starts in the file
 	Path     string
 	Inbound  *InboundTrigger
 	Schedule *ScheduleTrigger
+	Status   *StatusTrigger
+	Hook     *HookTrigger
 	// If is an optional condition in the expr language (github.com/expr-lang/expr) over
 	// ConditionEnv; "" is always true.
 	If     string
@@ -53,6 +56,37 @@ type ScheduleTrigger struct {
 	Spec     cron.Schedule
 }
 
+// StatusTrigger matches status changes of the tenant's outbound messages.
+type StatusTrigger struct {
+	In      []gateway.Status // required
+	Channel gateway.Channel  // "" matches every channel
+	Account string
+}
+
+// HookTrigger matches a call of POST /v1/hooks/{Name} by the tenant.
+type HookTrigger struct {
+	Name string
+}
+
+// Trigger names the rule's trigger: inbound, schedule, status or hook.
+func (a Automation) Trigger() string {
+	switch {
+	case a.Schedule != nil:
+		return "schedule"
+	case a.Status != nil:
+		return "status"
+	case a.Hook != nil:
+		return "hook"
+	}
+	return "inbound"
+}
+
+// Named holds a tenant's contact lists and message templates by name.
+type Named struct {
+	Lists     map[string]ContactList
+	Templates map[string]NamedTemplate
+}
+
 // TextMatch matches the text of an inbound message; every set matcher must match.
 type TextMatch struct {
 	Equals      string         // whole text, case-insensitive, trimmed
@@ -66,19 +100,53 @@ const (
 	ActionForward = "forward"
 	ActionReply   = "reply"
 	ActionSend    = "send"
+	ActionWebhook = "webhook"
+	ActionConsent = "set_consent"
+	ActionTag     = "tag"
 )
 
-// Action is one thing a rule does. Forward and send go to To on Channel through Account; reply
-// answers the sender on the channel and account the message came in on.
+// Action is one thing a rule does. Forward and send go to To (or every member of the list ToList)
+// on Channel through Account; reply answers the sender on the channel and account the message came
+// in on; webhook posts the event, signed; set_consent and tag change the event's subject.
 type Action struct {
 	Kind     string
 	Path     string
 	Channel  gateway.Channel // forward, send
 	Account  string          // forward, send: after Validate always set (the channel's first account by default)
 	To       gateway.Address // forward, send
+	ToList   string          // send: the name of a contact list (TenantConfig.Lists) instead of To
+	List     []gateway.Address
 	Template *template.Template
 	Source   string // the template text as written
 	ToLine   int    // line of to: in the file
+
+	Webhook *WebhookAction
+	// ConsentState (set_consent) is opted_in or opted_out; ConsentCategory "" (all), marketing or utility.
+	ConsentState    string
+	ConsentCategory string
+	AddTags         []string // tag
+	RemoveTags      []string // tag
+}
+
+// WebhookAction posts the event to URL, signed with the whsec_ secret in the environment
+// variable SecretEnv (Standard Webhooks, as pipeline/delivery does).
+type WebhookAction struct {
+	URL          string
+	SecretEnv    string
+	AllowPrivate bool
+}
+
+// ContactList is a named list of recipients (send.to_list).
+type ContactList struct {
+	Line    int
+	Members []gateway.Address
+}
+
+// NamedTemplate is a named message text (send.template_name).
+type NamedTemplate struct {
+	Line     int
+	Source   string
+	Template *template.Template
 }
 
 // TemplateData is what an automation template sees: {{.Text}}, {{.From.Masked}} …
@@ -91,6 +159,18 @@ type TemplateData struct {
 	Chat     string
 	Rule     string
 	At       time.Time
+	// Hook is the JSON body of a hook call ({{.Hook.order_id}}); nil for other triggers.
+	Hook map[string]any
+	// Status is the status change of a status rule; zero for other triggers.
+	Status TemplateStatus
+}
+
+// TemplateStatus is a status change in a template: {{.Status.MessageID}} {{.Status.Status}} …
+type TemplateStatus struct {
+	MessageID string
+	Status    string
+	ErrorCode string
+	To        string // the recipient, masked
 }
 
 // TemplateAddress is an address in a template: {{.From.Masked}} or, in full, {{.From.Address}}.
@@ -134,6 +214,10 @@ type ConditionEnv struct {
 	Weekday  string           `expr:"weekday"` // Monday …
 	Hops     int              `expr:"hops"`
 	Contact  ConditionContact `expr:"contact"`
+	Event    string           `expr:"event"`      // inbound, status, hook or schedule
+	Status   string           `expr:"status"`     // status rules: the new status
+	Error    string           `expr:"error_code"` // status rules: the error code of a failure
+	Hook     map[string]any   `expr:"hook"`       // hook rules: the JSON body
 }
 
 // ConditionContact describes the sender in a condition.
@@ -171,11 +255,71 @@ func ParseTemplate(name, src string) (*template.Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	sample := TemplateData{Text: "sample", From: TemplateAddress{Address: "+4915100000000", Masked: "+49******0000"}, Channel: "whatsapp", Account: "a", Rule: "r", At: time.Unix(0, 0)}
-	if err := t.Execute(io.Discard, sample); err != nil {
-		return nil, err
+	sample := TemplateData{Text: "sample", From: TemplateAddress{Address: "+4915100000000", Masked: "+49******0000"}, Channel: "whatsapp", Account: "a", Rule: "r", At: time.Unix(0, 0),
+		Hook: hookSample(t.Tree.Root)}
+	if err := t.Execute(io.Discard, sample); err != nil && !strings.Contains(err.Error(), "<.Hook.") {
+		return nil, err // a hook body's values are known only when it is called
 	}
 	return t, nil
+}
+
+// hookSample is a hook body holding every .Hook field the template reads, so the check run on
+// sample data goes on past them to the rest of the template.
+func hookSample(root *tparse.ListNode) map[string]any {
+	sample := map[string]any{}
+	var walk func(n tparse.Node)
+	walk = func(n tparse.Node) {
+		switch n := n.(type) {
+		case *tparse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c)
+				}
+			}
+		case *tparse.ActionNode:
+			walk(n.Pipe)
+		case *tparse.PipeNode:
+			if n != nil {
+				for _, c := range n.Cmds {
+					walk(c)
+				}
+			}
+		case *tparse.CommandNode:
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *tparse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.FieldNode:
+			if len(n.Ident) < 2 || n.Ident[0] != "Hook" {
+				return
+			}
+			m := sample
+			for _, k := range n.Ident[1 : len(n.Ident)-1] {
+				next, ok := m[k].(map[string]any)
+				if !ok {
+					next = map[string]any{}
+					m[k] = next
+				}
+				m = next
+			}
+			if _, ok := m[n.Ident[len(n.Ident)-1]]; !ok {
+				m[n.Ident[len(n.Ident)-1]] = "sample"
+			}
+		}
+	}
+	walk(root)
+	return sample
 }
 
 // autoDecoder turns a tenant's raw automation nodes into Rules, reporting every problem at its line.
@@ -287,7 +431,7 @@ func (d *autoDecoder) template(n *yaml.Node, path string) (*template.Template, s
 	if err != nil {
 		msg := err.Error()
 		msg = strings.NewReplacer("template: "+path+":", "", "executing \""+path+"\" ", "").Replace(msg)
-		d.fail(n, path, "template does not work: %s (fields: .Text .From.Masked .From.Address .FromName .Channel .Account .Chat .Rule .At; helpers: upper lower trim truncate default replace)", msg)
+		d.fail(n, path, "template does not work: %s (fields: .Text .From.Masked .From.Address .FromName .Channel .Account .Chat .Rule .At .Hook.<field> .Status.MessageID .Status.Status .Status.ErrorCode .Status.To; helpers: upper lower trim truncate default replace)", msg)
 		return nil, "", false
 	}
 	return t, s, true
@@ -297,6 +441,7 @@ func (d *autoDecoder) template(n *yaml.Node, path string) (*template.Template, s
 func decodeAutomations(c *Config, r *report, t *TenantConfig, tenantPath string) {
 	t.Rules = nil
 	d := &autoDecoder{c: c, r: r, t: t, file: c.loc.file}
+	d.named(tenantPath)
 	names := map[string]string{}
 	for i := range t.Automations {
 		n := resolveAlias(&t.Automations[i])
@@ -334,7 +479,7 @@ func decodeAutomations(c *Config, r *report, t *TenantConfig, tenantPath string)
 			if s, ok := d.str(v, p+".if"); ok {
 				prog, err := CompileCondition(s)
 				if err != nil {
-					d.fail(v, p+".if", "condition does not compile: %s (variables: text from from_name channel account chat hour weekday hops contact.tags)", firstLine(err.Error()))
+					d.fail(v, p+".if", "condition does not compile: %s (variables: event text from from_name channel account chat hour weekday hops contact.tags status error_code hook)", firstLine(err.Error()))
 					good = false
 				} else {
 					a.If, a.IfProg = s, prog
@@ -351,7 +496,7 @@ func decodeAutomations(c *Config, r *report, t *TenantConfig, tenantPath string)
 			good = false
 		} else {
 			for j, an := range v.Content {
-				act, ok := d.action(resolveAlias(an), indexPath(p+".do", j), a.Schedule != nil)
+				act, ok := d.action(resolveAlias(an), indexPath(p+".do", j), a.Trigger())
 				if !ok {
 					good = false
 					continue
@@ -376,23 +521,25 @@ func (d *autoDecoder) when(n *yaml.Node, p string, a *Automation) bool {
 	if !ok {
 		return false
 	}
-	for _, k := range []string{"status", "hook"} {
-		if v, ok := f[k]; ok {
-			d.fail(v, p+"."+k, "the %s trigger is not supported by this version: use inbound or schedule", k)
-			return false
-		}
-	}
 	if len(f) > 1 {
-		d.fail(n, p, "a rule has one trigger: inbound or schedule")
+		d.fail(n, p, "a rule has one trigger: inbound, schedule, status or hook")
 		return false
 	}
 	if sn, ok := f["schedule"]; ok {
 		a.Schedule = &ScheduleTrigger{}
 		return d.schedule(sn, p+".schedule", a.Schedule)
 	}
+	if sn, ok := f["status"]; ok {
+		a.Status = &StatusTrigger{}
+		return d.status(sn, p+".status", a.Status)
+	}
+	if hn, ok := f["hook"]; ok {
+		a.Hook = &HookTrigger{}
+		return d.hook(hn, p+".hook", a.Hook)
+	}
 	in, ok := f["inbound"]
 	if !ok {
-		d.fail(n, p+".inbound", "missing: when: needs a trigger, e.g. inbound: {channel: whatsapp}")
+		d.fail(n, p+".inbound", "missing: when: needs a trigger: inbound, schedule, status or hook, e.g. inbound: {channel: whatsapp}")
 		return false
 	}
 	a.Inbound = &InboundTrigger{}
@@ -539,8 +686,12 @@ func (d *autoDecoder) text(n *yaml.Node, p string, m *TextMatch) bool {
 	return good
 }
 
-func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bool) {
-	f, ok := d.fields(n, p, ActionForward, ActionReply, ActionSend, "webhook", "set_consent", "tag")
+// actionKinds are the action keys, in the order the messages name them.
+var actionKinds = []string{ActionForward, ActionReply, ActionSend, ActionWebhook, ActionConsent, ActionTag}
+
+// action types one action of a rule whose trigger is trigger (inbound, schedule, status, hook).
+func (d *autoDecoder) action(n *yaml.Node, p string, trigger string) (Action, bool) {
+	f, ok := d.fields(n, p, actionKinds...)
 	if !ok {
 		return Action{}, false
 	}
@@ -548,14 +699,8 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 		return Action{}, false // its unknown key is reported
 	}
 	if len(f) != 1 {
-		d.fail(n, p, "an action is exactly one of forward, reply or send")
+		d.fail(n, p, "an action is exactly one of %s", joinOr(actionKinds))
 		return Action{}, false
-	}
-	for _, k := range []string{"webhook", "set_consent", "tag"} {
-		if v, ok := f[k]; ok {
-			d.fail(v, p+"."+k, "the %s action is not supported by this version: use forward, reply or send", k)
-			return Action{}, false
-		}
 	}
 	var kind string
 	var v *yaml.Node
@@ -564,9 +709,21 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 	}
 	ap := p + "." + kind
 	a := Action{Kind: kind, Path: ap}
-	if scheduled && kind != ActionSend {
-		d.fail(v, ap, "a scheduled rule has no message to %s: use send", kind)
+	switch {
+	case (kind == ActionReply || kind == ActionForward) && trigger != "inbound":
+		d.fail(v, ap, "a %s rule has no message to %s: use send", trigger, kind)
 		return a, false
+	case (kind == ActionConsent || kind == ActionTag) && (trigger == "schedule" || trigger == "hook"):
+		d.fail(v, ap, "a %s rule has no contact to %s: use it in an inbound or status rule", trigger, kind)
+		return a, false
+	}
+	switch kind {
+	case ActionWebhook:
+		return a, d.webhook(v, ap, &a)
+	case ActionConsent:
+		return a, d.setConsent(v, ap, &a)
+	case ActionTag:
+		return a, d.tag(v, ap, &a)
 	}
 	var g map[string]*yaml.Node
 	switch kind {
@@ -575,7 +732,7 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 	case ActionForward:
 		g, ok = d.fields(v, ap, "to", "account", "template")
 	case ActionSend:
-		g, ok = d.fields(v, ap, "channel", "to", "account", "text")
+		g, ok = d.fields(v, ap, "channel", "to", "to_list", "account", "text", "template_name")
 	}
 	if !ok {
 		return a, false
@@ -585,13 +742,24 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 	if kind == ActionForward {
 		tmplKey = "template"
 	}
-	if tv, ok := g[tmplKey]; ok {
+	tv, hasText := g[tmplKey]
+	nv, hasName := g["template_name"]
+	switch {
+	case hasText && hasName:
+		d.fail(nv, ap+".template_name", "set text or template_name, not both")
+		good = false
+	case hasName:
+		good = d.templateName(nv, ap+".template_name", &a) && good
+	case hasText:
 		if a.Template, a.Source, ok = d.template(tv, ap+"."+tmplKey); !ok {
 			good = false
 		}
-	} else if kind == ActionForward {
+	case kind == ActionForward:
 		a.Template, a.Source, _ = d.template(&yaml.Node{Kind: yaml.ScalarNode, Value: "{{.Text}}"}, ap+".template")
-	} else {
+	case kind == ActionSend:
+		d.fail(v, ap+".text", "missing: the text to send (a template: {{.Text}} …) or template_name: the name of one of the tenant's templates")
+		good = false
+	default:
 		d.fail(v, ap+".text", "missing: the text to send (a template: {{.Text}}, {{.From.Masked}} …)")
 		good = false
 	}
@@ -599,15 +767,22 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 		return a, good
 	}
 	// Where it goes.
-	tn, ok := g["to"]
-	if !ok {
-		d.fail(v, ap+".to", "missing: the recipient, e.g. +4915112345678 or teams:channel:<team>/<channel>")
+	tn, hasTo := g["to"]
+	ln, hasList := g["to_list"]
+	switch {
+	case hasTo && hasList:
+		d.fail(ln, ap+".to_list", "set to or to_list, not both")
+		return a, false
+	case !hasTo && !hasList:
+		d.fail(v, ap+".to", "missing: the recipient, e.g. +4915112345678 or teams:channel:<team>/<channel> (or to_list: the name of a contact list)")
 		return a, false
 	}
-	a.ToLine = tn.Line
-	to, ok := d.str(tn, ap+".to")
-	if !ok {
-		return a, false
+	var to string
+	if hasTo {
+		a.ToLine = tn.Line
+		if to, ok = d.str(tn, ap+".to"); !ok {
+			return a, false
+		}
 	}
 	if cn, ok := g["channel"]; ok {
 		if a.Channel, ok = d.channel(cn, ap+".channel"); !ok {
@@ -625,12 +800,16 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 		d.fail(tn, ap+".to", "channel %s is not configured for tenant %s", a.Channel, d.t.ID)
 		return a, false
 	}
-	addr, err := gateway.ParseAddress(a.Channel, to)
-	if err != nil {
-		d.fail(tn, ap+".to", "%s", gateway.ErrorMessage(err))
-		good = false
+	if hasTo {
+		addr, err := gateway.ParseAddress(a.Channel, to)
+		if err != nil {
+			d.fail(tn, ap+".to", "%s", gateway.ErrorMessage(err))
+			good = false
+		}
+		a.To = addr
+	} else {
+		good = d.toList(ln, ap+".to_list", &a) && good
 	}
-	a.To = addr
 	if an, ok := g["account"]; ok {
 		if a.Account, ok = d.account(an, ap+".account", a.Channel); !ok {
 			good = false
@@ -639,6 +818,287 @@ func (d *autoDecoder) action(n *yaml.Node, p string, scheduled bool) (Action, bo
 		a.Account = cc.Accounts[0].Name
 	}
 	return a, good
+}
+
+func (d *autoDecoder) templateName(n *yaml.Node, p string, a *Action) bool {
+	name, ok := d.str(n, p)
+	if !ok {
+		return false
+	}
+	nt, found := d.t.Named.Templates[name]
+	if !found {
+		d.fail(n, p, "unknown template %q: use %s (the tenant's templates:)", name, joinOr(sortedKeys(d.t.Named.Templates)))
+		return false
+	}
+	if nt.Template == nil {
+		return false // its own problem is reported at its line
+	}
+	a.Template, a.Source = nt.Template, nt.Source
+	return true
+}
+
+func (d *autoDecoder) toList(n *yaml.Node, p string, a *Action) bool {
+	name, ok := d.str(n, p)
+	if !ok {
+		return false
+	}
+	l, found := d.t.Named.Lists[name]
+	if !found {
+		d.fail(n, p, "unknown contact list %q: use %s (the tenant's lists:)", name, joinOr(sortedKeys(d.t.Named.Lists)))
+		return false
+	}
+	for _, m := range l.Members {
+		if m.Channel != a.Channel {
+			d.fail(n, p, "contact list %s (line %d) holds %s recipients: this send is on %s", name, l.Line, m.Channel, a.Channel)
+			return false
+		}
+	}
+	a.ToList, a.List = name, l.Members
+	return true
+}
+
+func (d *autoDecoder) webhook(n *yaml.Node, p string, a *Action) bool {
+	g, ok := d.fields(n, p, "url", "secret_env", "allow_private")
+	if !ok {
+		return false
+	}
+	w := &WebhookAction{}
+	good := true
+	if v, ok := g["url"]; !ok {
+		d.fail(n, p+".url", "missing: where to post, e.g. https://ops.example.com/hook")
+		good = false
+	} else if w.URL, ok = d.str(v, p+".url"); ok {
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			d.fail(v, p+".url", "want an http(s) URL without credentials, e.g. https://ops.example.com/hook")
+			good = false
+		}
+	} else {
+		good = false
+	}
+	if v, ok := g["secret_env"]; !ok {
+		d.fail(n, p+".secret_env", "missing: the environment variable holding the signing secret (whsec_…; `switchboard webhooks secret` makes one)")
+		good = false
+	} else if w.SecretEnv, ok = d.str(v, p+".secret_env"); ok && !validEnvName(w.SecretEnv) {
+		d.fail(v, p+".secret_env", "must be the name of an environment variable (e.g. OPS_HOOK_SECRET), not the secret itself")
+		good = false
+	} else if !ok {
+		good = false
+	}
+	if v, ok := g["allow_private"]; ok {
+		if v.Kind != yaml.ScalarNode || (v.Value != "true" && v.Value != "false") {
+			d.fail(v, p+".allow_private", "must be true or false")
+			good = false
+		}
+		w.AllowPrivate = v.Value == "true"
+	}
+	a.Webhook = w
+	return good
+}
+
+func (d *autoDecoder) setConsent(n *yaml.Node, p string, a *Action) bool {
+	g, ok := d.fields(n, p, "state", "category")
+	if !ok {
+		return false
+	}
+	v, ok := g["state"]
+	if !ok {
+		d.fail(n, p+".state", "missing: opt_in or opt_out")
+		return false
+	}
+	s, ok := d.str(v, p+".state")
+	if !ok {
+		return false
+	}
+	switch s {
+	case "opt_in":
+		a.ConsentState = "opted_in"
+	case "opt_out":
+		a.ConsentState = "opted_out"
+	default:
+		d.fail(v, p+".state", "unknown state %q: use opt_in or opt_out", s)
+		return false
+	}
+	if v, ok := g["category"]; ok {
+		if a.ConsentCategory, ok = d.str(v, p+".category"); !ok {
+			return false
+		}
+		if a.ConsentCategory != "marketing" && a.ConsentCategory != "utility" {
+			d.fail(v, p+".category", "unknown category %q: use marketing or utility, or leave it out for all", a.ConsentCategory)
+			return false
+		}
+	}
+	return true
+}
+
+func (d *autoDecoder) tag(n *yaml.Node, p string, a *Action) bool {
+	g, ok := d.fields(n, p, "add", "remove")
+	if !ok {
+		return false
+	}
+	if len(g) == 0 {
+		d.fail(n, p, "empty: use add: [tags] and/or remove: [tags]")
+		return false
+	}
+	good := true
+	for _, k := range []string{"add", "remove"} {
+		v, ok := g[k]
+		if !ok {
+			continue
+		}
+		tags, ok := d.strs(v, p+"."+k)
+		good = good && ok
+		for i, tag := range tags {
+			if !validName(tag) {
+				d.fail(v, indexPath(p+"."+k, i), "invalid tag %q: use 1 to 32 of a-z, 0-9, _ and -", tag)
+				good = false
+				continue
+			}
+			if k == "add" {
+				a.AddTags = append(a.AddTags, tag)
+			} else {
+				a.RemoveTags = append(a.RemoveTags, tag)
+			}
+		}
+	}
+	return good
+}
+
+func (d *autoDecoder) status(n *yaml.Node, p string, st *StatusTrigger) bool {
+	f, ok := d.fields(n, p, "in", "channel", "account")
+	if !ok {
+		return false
+	}
+	good := true
+	v, ok := f["in"]
+	if !ok {
+		d.fail(n, p+".in", "missing: the statuses that start the rule, e.g. in: [failed, rejected]")
+		return false
+	}
+	names, ok := d.strs(v, p+".in")
+	good = good && ok
+	for i, s := range names {
+		status := gateway.Status(s)
+		if !status.Valid() || status == gateway.StatusAccepted {
+			d.fail(v, indexPath(p+".in", i), "unknown status %q: use queued, sent, delivered, read, played, failed or rejected", s)
+			good = false
+			continue
+		}
+		st.In = append(st.In, status)
+	}
+	if cn, ok := f["channel"]; ok {
+		if st.Channel, ok = d.channel(cn, p+".channel"); !ok {
+			return false
+		}
+	}
+	if an, ok := f["account"]; ok {
+		if st.Channel == "" {
+			d.fail(an, p+".account", "an account needs channel: too")
+			return false
+		}
+		if st.Account, ok = d.account(an, p+".account", st.Channel); !ok {
+			good = false
+		}
+	}
+	return good
+}
+
+func (d *autoDecoder) hook(n *yaml.Node, p string, h *HookTrigger) bool {
+	f, ok := d.fields(n, p, "name")
+	if !ok {
+		return false
+	}
+	v, ok := f["name"]
+	if !ok {
+		d.fail(n, p+".name", "missing: the hook's name, called as POST /v1/hooks/<name>")
+		return false
+	}
+	if h.Name, ok = d.str(v, p+".name"); !ok {
+		return false
+	}
+	if !validName(h.Name) {
+		d.fail(v, p+".name", "invalid hook name %q: use 1 to 32 of a-z, 0-9, _ and -", h.Name)
+		return false
+	}
+	return true
+}
+
+// named types the tenant's contact lists and templates (lists:, templates:) into t.Named.
+func (d *autoDecoder) named(tenantPath string) {
+	d.t.Named = Named{Lists: map[string]ContactList{}, Templates: map[string]NamedTemplate{}}
+	if n := resolveAlias(&d.t.Lists); n.Kind != 0 && !isNull(n) {
+		p := tenantPath + ".lists"
+		if f, ok := d.namedFields(n, p); ok {
+			for _, k := range f {
+				lp := joinPath(p, k.key)
+				l := ContactList{Line: k.node.Line}
+				members, _ := d.strs(k.node, lp)
+				for i, m := range members {
+					ch := gateway.WhatsApp
+					if strings.HasPrefix(m, "teams:") {
+						ch = gateway.Teams
+					}
+					addr, err := gateway.ParseAddress(ch, m)
+					if err != nil {
+						d.fail(k.node, indexPath(lp, i), "%s", gateway.ErrorMessage(err))
+						continue
+					}
+					l.Members = append(l.Members, addr)
+				}
+				d.t.Named.Lists[k.key] = l
+			}
+		}
+	}
+	if n := resolveAlias(&d.t.Templates); n.Kind != 0 && !isNull(n) {
+		p := tenantPath + ".templates"
+		if f, ok := d.namedFields(n, p); ok {
+			for _, k := range f {
+				nt := NamedTemplate{Line: k.node.Line}
+				nt.Template, nt.Source, _ = d.template(k.node, joinPath(p, k.key))
+				d.t.Named.Templates[k.key] = nt
+			}
+		}
+	}
+}
+
+type namedNode struct {
+	key  string
+	node *yaml.Node
+}
+
+// namedFields reads a mapping of names (valid names, each once) to values.
+func (d *autoDecoder) namedFields(n *yaml.Node, p string) ([]namedNode, bool) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, p, "must be a mapping of names to values, not %s", nodeDesc(n))
+		return nil, false
+	}
+	var out []namedNode
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolveAlias(n.Content[i+1])
+		switch {
+		case !validName(k.Value):
+			d.fail(k, joinPath(p, k.Value), "invalid name %q: use 1 to 32 of a-z, 0-9, _ and -", k.Value)
+		case seen[k.Value]:
+			d.fail(k, joinPath(p, k.Value), "set twice")
+		default:
+			seen[k.Value] = true
+			out = append(out, namedNode{k.Value, v})
+		}
+	}
+	return out, true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if len(keys) == 0 {
+		return []string{"(none defined)"}
+	}
+	return keys
 }
 
 // checkLoops reports forwarding loops that the rules show statically: rule A sends to an address

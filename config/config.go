@@ -134,6 +134,11 @@ type TenantConfig struct {
 	Automations []yaml.Node `yaml:"automations"`
 	// Rules are the automations typed and checked by Validate (config/automation.go).
 	Rules []Automation `yaml:"-"`
+	// Lists (name: [recipients]) and Templates (name: text) are what send.to_list and
+	// send.template_name name; typed by Validate into Named (config/automation.go).
+	Lists     yaml.Node `yaml:"lists"`
+	Templates yaml.Node `yaml:"templates"`
+	Named     Named     `yaml:"-"`
 	// Webhooks are the tenant's signed event endpoints (config/webhooks.go, pipeline/delivery).
 	Webhooks []WebhookConfig `yaml:"webhooks"`
 	// Retention bounds how long the tenant's messages are kept (config/retention.go).

@@ -24,6 +24,15 @@ tenants:
       - name: help
         when: {inbound: {channel: whatsapp, text: {keyword: help}}}
         do: [{reply: {text: "How can we help?"}}]
+      - name: vip
+        when: {inbound: {channel: whatsapp, text: {keyword: vip}}}
+        do:
+          - tag: {add: [vip]}
+          - set_consent: {state: opt_in}
+          - webhook: {url: "https://ops.example.com/hook", secret_env: OPS_SECRET}
+      - name: shipped
+        when: {hook: {name: order-shipped}}
+        do: [{send: {channel: whatsapp, to: "+4915112345678", text: "Order {{.Hook.order_id}} has shipped"}}]
 `
 
 // TestAutomationsDryRun: the dry run prints the matching rules and their planned actions, and
@@ -52,6 +61,17 @@ func TestAutomationsDryRun(t *testing.T) {
 			`do[0] forward → teams/ops teams:channel:team1/chan1 (hops 1): "WhatsApp +49******5678: Invoice 42 attached"`,
 			`do[1] reply → whatsapp/sales +4915112345678 (hops 1): "Thanks, Finance will answer within a day."`,
 		}, false},
+		{"other actions", []string{"--tenant", "acme", "--from", "+4915112345678", "--text", "VIP"}, []string{
+			"rule vip matches",
+			"do[0] tag → +4915112345678 add [vip] remove []",
+			"do[1] set_consent → whatsapp +4915112345678 opted_in",
+			"do[2] webhook → POST https://ops.example.com/hook (signed, webhook-id automation:msg_dryrun:vip:2)",
+		}, false},
+		{"hook", []string{"--tenant", "acme", "--hook", "order-shipped", "--body", `{"order_id":"A-1"}`}, []string{
+			"rule shipped matches",
+			`do[0] send → whatsapp/sales +4915112345678 (hops 1): "Order A-1 has shipped"`,
+		}, false},
+		{"hook body not an object", []string{"--tenant", "acme", "--hook", "order-shipped", "--body", `[1]`}, []string{"--body must be a JSON object"}, true},
 		{"event file", []string{"--tenant", "acme", "--event", event}, []string{"rule invoices-to-finance matches", "do[0] forward"}, false},
 		{"no match", []string{"--tenant", "acme", "--from", "+4915112345678", "--text", "hello"}, []string{"no automation of tenant acme matches"}, false},
 		{"hop limit", []string{"--tenant", "acme", "--event", filepath.Join(dir, "hops.json")}, []string{"rule help matches", "does nothing: hop limit reached"}, false},

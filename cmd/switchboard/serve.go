@@ -42,6 +42,7 @@ the Teams account "ops" on the sandbox driver, and an API key printed once.`,
 				Banner:        func(format string, args ...any) { fmt.Fprintf(g.stderr, format, args...) },
 				ConfigFile:    g.configPath, // watched: automations reload on change and on SIGHUP
 				ReloadSignal:  hangups(cmd.Context()),
+				LookupEnv:     os.LookupEnv, // webhook actions' secret_env
 			})
 			if err != nil {
 				return err

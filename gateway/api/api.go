@@ -109,6 +109,8 @@ type Deps struct {
 	Events EventSource
 	// Metrics, when set, serves GET /metrics (Prometheus exposition, no API key).
 	Metrics http.Handler
+	// Hooks, when set, serves POST /v1/hooks/{name} (automation hook triggers, hooks.go).
+	Hooks Hooks
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
@@ -194,6 +196,9 @@ func (s *Server) routes() {
 	}
 	if s.deps.Events != nil {
 		s.handle("GET /v1/events", streaming, s.streamEvents)
+	}
+	if s.deps.Hooks != nil {
+		s.handle("POST /v1/hooks/{name}", 0, s.callHook)
 	}
 	if m := s.deps.Metrics; m != nil {
 		s.handle("GET /metrics", public|quiet, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {

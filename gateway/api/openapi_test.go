@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
@@ -36,6 +37,13 @@ func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Events = &fakeEvents{tenants: make(chan string, 1), from: make(chan api.EventCursor, 1)}
 	d.Metrics = http.NotFoundHandler()
 	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}
+	d.Hooks = exampleHooks{}
+}
+
+type exampleHooks struct{}
+
+func (exampleHooks) HandleHook(context.Context, string, string, string, map[string]any, time.Time) error {
+	return nil
 }
 
 type openAPIDoc struct {
@@ -120,7 +128,7 @@ func TestOpenAPI(t *testing.T) {
 
 	// The example requests succeed against a test server.
 	e := newEnv(t, allRoutes)
-	params := strings.NewReplacer("{channel}", "whatsapp", "{subject}", "%2B4915112345678", "{id}", "msg_1", "{account}", "sales")
+	params := strings.NewReplacer("{channel}", "whatsapp", "{subject}", "%2B4915112345678", "{id}", "msg_1", "{account}", "sales", "{name}", "order-shipped")
 	examples := 0
 	for key, op := range ops {
 		if op.RequestBody == nil || len(op.RequestBody.Content["application/json"].Example) == 0 {

@@ -1,8 +1,9 @@
 package server
 
 import (
-	"path/filepath"
+	"context"
 
+	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/automation"
 )
@@ -11,13 +12,14 @@ import (
 // reloader, and returns the engine as the inbound handler that runs after the keyword handler.
 func (s *Server) automationHandler() (pipeline.InboundHandler, error) {
 	s.automations = automation.New(automation.Config{
-		Intake: s.intake, Log: s.log.With().Str("component", "automation").Logger(), OnAction: s.opts.OnAutomation,
+		Intake: s.intake, Store: s.db, Consent: s.consentRegistry(), Secret: s.opts.LookupEnv,
+		Restricted: s.restricted,
+		Log:        s.log.With().Str("component", "automation").Logger(), OnAction: s.opts.OnAutomation,
 	}, s.cfg)
-	// Schedules: the fired-at record per rule lives in the data dir; the replica holding the
-	// scheduler lease fires them.
+	// Schedules: the fired-at record per rule is in the store, shared by the replicas; the one
+	// holding the scheduler lease fires them.
 	sched, err := automation.NewScheduler(automation.SchedulerConfig{
-		Engine: s.automations, Fired: automation.NewFileFiredStore(filepath.Join(s.cfg.DataDir, "automation", "fired.json")),
-		Lease: s.bus.Leases(0, ""), // one replica fires the schedules
+		Engine: s.automations, Fired: s.db, Lease: s.bus.Leases(0, ""),
 	})
 	if err != nil {
 		return nil, err
@@ -34,4 +36,18 @@ func (s *Server) automationHandler() (pipeline.InboundHandler, error) {
 		s.reloader = r
 	}
 	return s.automations, nil
+}
+
+// runAutomationStatus runs the status rules on the STATUS stream.
+func (s *Server) runAutomationStatus(ctx context.Context) error {
+	return s.automations.RunStatus(ctx, s.bus, s.cfg.Bus.MaxDeliver)
+}
+
+// restricted tells the automations whether the processing of subject is restricted.
+func (s *Server) restricted(ctx context.Context, tenant string, subject gateway.Address) (bool, error) {
+	index, err := s.keyring.BlindIndex(ctx, tenant, subject.String())
+	if err != nil {
+		return false, err
+	}
+	return s.db.Restricted(ctx, tenant, index)
 }

@@ -58,10 +58,16 @@ type harness struct {
 }
 
 func startAutomations(t *testing.T) *harness {
+	return startAutomationsWith(t, automationYAML, nil)
+}
+
+// startAutomationsWith runs a gateway on the configuration src (DATA is the data dir); lookupEnv
+// is its environment for the automations' secrets.
+func startAutomationsWith(t *testing.T, src string, lookupEnv func(string) (string, bool)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "switchboard.yaml")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(automationYAML, "DATA", dir)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(src, "DATA", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path, nil)
@@ -74,7 +80,7 @@ func startAutomations(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, Options{
-		Dev: true, Log: zerolog.Nop(), ConfigFile: path, ReloadSignal: h.hup,
+		Dev: true, Log: zerolog.Nop(), ConfigFile: path, ReloadSignal: h.hup, LookupEnv: lookupEnv,
 		OnReload:     func(r automation.ReloadResult) { h.reloads <- r },
 		OnAutomation: func(o automation.Outcome) { h.outcomes <- o },
 		OnApplied: func(_ context.Context, applied []store.Applied) {

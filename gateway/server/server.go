@@ -76,6 +76,9 @@ type Options struct {
 	OnReload     func(automation.ReloadResult)
 	// OnAutomation sees the outcome of every automation action (tests, metrics).
 	OnAutomation func(automation.Outcome)
+	// LookupEnv reads the environment variables automations name (a webhook's secret_env); nil
+	// reads none, and such webhooks are refused.
+	LookupEnv func(name string) (string, bool)
 }
 
 // Server is a running gateway.
@@ -315,6 +318,7 @@ func (s *Server) Run(ctx context.Context) error {
 		start("reloader", s.reloader.Run)
 	}
 	start("scheduler", s.scheduler.Run)
+	start("automation-status", s.runAutomationStatus)
 	for _, r := range s.runners {
 		start("runner", r.Run)
 	}

@@ -89,6 +89,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Channel:   s.opts.ChannelRoutes,
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),
+		Hooks:     s.automations,
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},

@@ -1,22 +1,24 @@
 // Package automation runs a tenant's automations (the rules under automations: in
-// switchboard.yaml, typed and checked by config): it matches inbound messages against the rules'
-// triggers and conditions and carries out their actions — forward, reply, send — by creating
-// messages through the normal Intake, so consent, statuses and the delivery log apply to them as to
-// any API send.
+// switchboard.yaml, typed and checked by config): it matches inbound messages, status changes,
+// hook calls and schedules against the rules' triggers and conditions and carries out their
+// actions. Messages (forward, reply, send) are created through the normal Intake, so consent,
+// statuses and the delivery log apply to them as to any API send; webhook, set_consent and tag act
+// on the event's subject (actions.go).
 //
-// Actions are idempotent: the message of an action has an id and an idempotency key derived from
-// the inbound event, the rule and the action's index, so a redelivered event never sends twice.
-// Loops stop: every message an automation creates carries the hop count of what caused it plus one,
-// and an answer to such a message inherits its count; at the hop limit a rule no longer acts.
+// Actions are idempotent: every action has an id derived from the event, the rule and the action's
+// index, which is the idempotency key of its message, or is recorded as done in the store, so a
+// redelivered event never acts twice. Loops stop: every message an automation creates carries the
+// hop count of what caused it plus one, stored with the message; an answer linked to such a
+// message (a reply to it, or the next message in its conversation) inherits that count, and at the
+// hop limit a rule no longer acts.
 package automation
 
 import (
 	"bytes"
 	"context"
-	"errors"
+	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
 	"github.com/switchboard-gateway/switchboard/store"
 )
 
@@ -34,20 +37,66 @@ type Acceptor interface {
 	Accept(ctx context.Context, nm store.NewMessage) (msg *gateway.Message, existingHash string, created bool, err error)
 }
 
+// Store is what the engine reads and keeps: contact tags, actions done, and the messages an
+// answer is linked to. store/sql.DB implements it.
+type Store interface {
+	store.Tags
+	ActionDone(ctx context.Context, tenant, actionID string) (bool, error)
+	MarkActionDone(ctx context.Context, tenant, actionID string, at time.Time) error
+	LastOutbound(ctx context.Context, tenant string, ch gateway.Channel, account string, peer gateway.Address) (*gateway.Message, error)
+	Message(ctx context.Context, tenant, id string, withContent bool) (*gateway.Message, error)
+	MessageIDByChannelID(ctx context.Context, tenant string, channel gateway.Channel, account, channelMessageID string) (string, error)
+}
+
+// ConsentRecorder records consent changes (pipeline/consent.Registry: the API's registry, which
+// logs and counts each change).
+type ConsentRecorder interface {
+	Record(ctx context.Context, c store.ConsentChange) (bool, error)
+}
+
 // DefaultHopLimit is how many automation steps a chain of messages may take.
 const DefaultHopLimit = 3
 
+// Metadata keys of a message an automation created.
+const (
+	MetaRule   = "automation"
+	MetaCause  = "cause" // the event that started the rule (its origin)
+	MetaAction = "automation_action"
+	MetaHops   = "hops"
+)
+
 // Config wires an Engine.
 type Config struct {
-	Intake Acceptor // required for HandleInbound; Plan needs none
+	Intake Acceptor // required for the Handle methods; Plan needs none
+	// Store links answers to the messages they answer (hop counts), keeps tags and done actions.
+	// Without it, every event counts 0 hops and webhook, set_consent and tag are not recorded done.
+	Store   Store
+	Consent ConsentRecorder // set_consent; without it the action is rejected
+	// Restricted, when set, tells whether the processing of a subject is restricted: a status
+	// change of a message to such a subject starts no rule (inbound messages are skipped before
+	// they reach the engine).
+	Restricted func(ctx context.Context, tenant string, subject gateway.Address) (bool, error)
+	// Secret looks up the environment variable a webhook action names (secret_env).
+	Secret func(name string) (string, bool)
 	Log    zerolog.Logger
-	// HopLimit: an inbound message with this many hops or more starts no action. Default 3.
+	// HopLimit: an event with this many hops or more starts no action. Default 3.
 	HopLimit int
-	// HopMemory is how long an answer to a message that a forward or send created inherits its
-	// hop count (automatic echoes come within seconds; a person answering later starts afresh).
-	// Default 2m.
-	HopMemory time.Duration
-	Clock     func() time.Time
+	// HopWindow is how long after an automation's message the next message in its conversation
+	// counts as an answer to it (automatic echoes come within seconds; a person answering later
+	// starts afresh). An explicit reply to the message always does. Default 2m.
+	HopWindow time.Duration
+	// StatusMaxAge: a status change older than this starts no rule (a new consumer does not act on
+	// the stream's history). Default 1h.
+	StatusMaxAge time.Duration
+	// Webhook actions: attempts per delivery of the event (default 3), the wait after the first
+	// failed one, doubling (default 500ms), and the timeout of one attempt (default 5s). When all
+	// fail, the event is delivered again later.
+	WebhookAttempts int
+	WebhookBackoff  time.Duration
+	WebhookTimeout  time.Duration
+	// WebhookClient, when set, replaces the clients with the SSRF guard (tests).
+	WebhookClient func(allowPrivate bool) *http.Client
+	Clock         func() time.Time
 	// OnAction, when set, sees the outcome of every action and every rule stopped by the hop
 	// limit, after it is final (tests, metrics).
 	OnAction func(Outcome)
@@ -56,22 +105,22 @@ type Config struct {
 // Outcome is what became of one planned action.
 type Outcome struct {
 	Planned
-	// Cause is the inbound message id that started the rule, or schedule:<RFC 3339 time> for
-	// a scheduled one.
+	// Cause is the id of the event that started the rule: an inbound message id, status:<message
+	// id>:<status>, a hook event id, or schedule:<RFC 3339 time>.
 	Cause string `json:"cause"`
-	// Result: accepted (a message was created), duplicate (created on an earlier delivery of
-	// the event), rejected (policy refused it, ErrorCode says why), loop_stopped (the hop limit;
-	// Action is -1) or error (the rule could not be evaluated on the message; Action is -1).
+	// Result: accepted (done), duplicate (done on an earlier delivery of the event), rejected
+	// (refused for good, ErrorCode says why), loop_stopped (the hop limit; Action is -1) or error
+	// (the rule could not be evaluated on the event; Action is -1).
 	Result    string `json:"result"`
 	ErrorCode string `json:"error_code,omitempty"`
 }
 
-// Engine matches inbound messages against the rules and acts. Its rules can be swapped at any
-// time (hot reload); a message is handled by one consistent set.
+// Engine matches events against the rules and acts. Its rules can be swapped at any time (hot
+// reload); an event is handled by one consistent set.
 type Engine struct {
-	cfg   Config
-	rules atomic.Pointer[ruleSet]
-	hops  *hopMemory
+	cfg     Config
+	rules   atomic.Pointer[ruleSet]
+	clients [2]*http.Client // webhook clients: [0] guarded, [1] allowing private targets
 }
 
 type ruleSet struct {
@@ -84,13 +133,29 @@ func New(cfg Config, c *config.Config) *Engine {
 	if cfg.HopLimit <= 0 {
 		cfg.HopLimit = DefaultHopLimit
 	}
-	if cfg.HopMemory <= 0 {
-		cfg.HopMemory = 2 * time.Minute
+	if cfg.HopWindow <= 0 {
+		cfg.HopWindow = 2 * time.Minute
+	}
+	if cfg.StatusMaxAge <= 0 {
+		cfg.StatusMaxAge = time.Hour
+	}
+	if cfg.WebhookAttempts <= 0 {
+		cfg.WebhookAttempts = 3
+	}
+	if cfg.WebhookBackoff <= 0 {
+		cfg.WebhookBackoff = 500 * time.Millisecond
+	}
+	if cfg.WebhookTimeout <= 0 {
+		cfg.WebhookTimeout = 5 * time.Second
+	}
+	if cfg.WebhookClient == nil {
+		cfg.WebhookClient = func(allowPrivate bool) *http.Client { return delivery.NewClient(allowPrivate, cfg.WebhookTimeout) }
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	e := &Engine{cfg: cfg, hops: newHopMemory(10000)}
+	e := &Engine{cfg: cfg}
+	e.clients = [2]*http.Client{cfg.WebhookClient(false), cfg.WebhookClient(true)}
 	e.Swap(c)
 	return e
 }
@@ -113,19 +178,64 @@ func (e *Engine) Rules(tenant string) []config.Automation {
 	return e.rules.Load().byTenant[tenant]
 }
 
+// Event kinds.
+const (
+	KindInbound  = "inbound"
+	KindStatus   = "status"
+	KindHook     = "hook"
+	KindSchedule = "schedule"
+)
+
+// Event is what starts rules: an inbound message, a status change, a hook call or a schedule's
+// occurrence.
+type Event struct {
+	Kind   string
+	ID     string // the cause of the actions; part of every action id
+	Tenant string
+	At     time.Time
+	Hops   int // 0 for a message a person wrote, a hook call or a schedule
+
+	Inbound *gateway.InboundEvent // inbound
+	Status  *gateway.StatusEvent  // status
+	Hook    string                // hook: its name
+	Body    map[string]any        // hook: the JSON body
+
+	// Subject is the contact the event is about — the sender of an inbound message, the recipient
+	// of a message whose status changed — on Channel; zero for hooks and schedules.
+	Subject gateway.Address
+	Channel gateway.Channel
+	Account string
+	Tags    []string // the subject's tags
+}
+
+// InboundEvent is the Event of an inbound message with hops hops.
+func InboundEvent(ev gateway.InboundEvent, hops int) Event {
+	return Event{
+		Kind: KindInbound, ID: ev.ID, Tenant: ev.Tenant, At: ev.At, Hops: hops, Inbound: &ev,
+		Subject: ev.From, Channel: ev.Channel, Account: ev.Account,
+	}
+}
+
 // Planned is one action a rule would take (dry run) or took.
 type Planned struct {
 	Rule           string          `json:"rule"`
 	Action         int             `json:"action"`
 	Kind           string          `json:"kind"`
-	Channel        gateway.Channel `json:"channel"`
-	Account        string          `json:"account"`
+	Channel        gateway.Channel `json:"channel,omitempty"`
+	Account        string          `json:"account,omitempty"`
 	To             gateway.Address `json:"-"`
-	ToMasked       string          `json:"to"`
-	Text           string          `json:"text"`
-	MessageID      string          `json:"message_id"`
-	IdempotencyKey string          `json:"idempotency_key"`
+	ToMasked       string          `json:"to,omitempty"`
+	Text           string          `json:"text,omitempty"`
+	MessageID      string          `json:"message_id,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key"` // the action id
 	Hops           int             `json:"hops"`
+	URL            string          `json:"url,omitempty"`      // webhook
+	Consent        string          `json:"consent,omitempty"`  // set_consent: opted_in or opted_out
+	Category       string          `json:"category,omitempty"` // set_consent
+	AddTags        []string        `json:"add_tags,omitempty"`
+	RemoveTags     []string        `json:"remove_tags,omitempty"`
+
+	webhook *config.WebhookAction
 }
 
 // Match is a rule that matched, with its actions; Skipped says why it does nothing.
@@ -136,43 +246,66 @@ type Match struct {
 	failed  bool      // Skipped because the rule could not be evaluated (not the hop limit)
 }
 
-// Plan returns the rules of ev's tenant that match ev, in order, and what each would do, without
-// doing anything. hops is the hop count of ev (0 for a message a person wrote). A rule that
-// cannot be evaluated on ev (its condition or a template fails at run time) is returned with
-// Skipped saying why and no actions; the other rules are not affected.
+// Plan returns the rules of ev's tenant that match the inbound message ev, in order, and what
+// each would do, without doing anything. hops is the hop count of ev (0 for a message a person
+// wrote).
 func (e *Engine) Plan(ev gateway.InboundEvent, hops int) []Match {
+	return e.PlanEvent(InboundEvent(ev, hops))
+}
+
+// PlanEvent returns the rules of ev's tenant that ev starts, in order, and what each would do,
+// without doing anything. A rule that cannot be evaluated on ev (its condition or a template
+// fails at run time) is returned with Skipped saying why and no actions; the other rules are not
+// affected.
+func (e *Engine) PlanEvent(ev Event) []Match {
 	var out []Match
 	for _, r := range e.Rules(ev.Tenant) {
-		if r.Inbound == nil || !matches(*r.Inbound, ev) {
+		if !triggered(r, ev) {
 			continue
 		}
-		if r.IfProg != nil {
-			v, err := expr.Run(r.IfProg, conditionEnv(ev, hops))
-			if err != nil {
-				out = append(out, Match{Rule: r.Name, Skipped: "the condition failed: " + firstLine(err.Error()), failed: true})
-				continue
-			}
-			if ok, _ := v.(bool); !ok {
-				continue
-			}
-		}
-		m := Match{Rule: r.Name}
-		if hops >= e.cfg.HopLimit {
-			m.Skipped = "hop limit reached: the message comes from a chain of automations"
+		if m, ok := e.planRule(r, ev); ok {
 			out = append(out, m)
-			continue
 		}
-		for i, a := range r.Do {
-			p, err := plan(r, i, a, ev, hops)
-			if err != nil {
-				m = Match{Rule: r.Name, Skipped: "a template failed: " + firstLine(err.Error()), failed: true}
-				break
-			}
-			m.Actions = append(m.Actions, p)
-		}
-		out = append(out, m)
 	}
 	return out
+}
+
+func triggered(r config.Automation, ev Event) bool {
+	switch ev.Kind {
+	case KindInbound:
+		return r.Inbound != nil && matches(*r.Inbound, *ev.Inbound)
+	case KindStatus:
+		return r.Status != nil && statusMatches(*r.Status, *ev.Status)
+	case KindHook:
+		return r.Hook != nil && r.Hook.Name == ev.Hook
+	}
+	return false // the scheduler plans its rules itself
+}
+
+// planRule evaluates r's condition on ev and plans its actions; ok=false when the condition is false.
+func (e *Engine) planRule(r config.Automation, ev Event) (Match, bool) {
+	if r.IfProg != nil {
+		v, err := expr.Run(r.IfProg, conditionEnv(ev))
+		if err != nil {
+			return Match{Rule: r.Name, Skipped: "the condition failed: " + firstLine(err.Error()), failed: true}, true
+		}
+		if ok, _ := v.(bool); !ok {
+			return Match{}, false
+		}
+	}
+	m := Match{Rule: r.Name}
+	if ev.Hops >= e.cfg.HopLimit {
+		m.Skipped = "hop limit reached: the event comes from a chain of automations"
+		return m, true
+	}
+	for i, a := range r.Do {
+		ps, err := plan(r, i, a, ev)
+		if err != nil {
+			return Match{Rule: r.Name, Skipped: "a template failed: " + firstLine(err.Error()), failed: true}, true
+		}
+		m.Actions = append(m.Actions, ps...)
+	}
+	return m, true
 }
 
 func firstLine(s string) string {
@@ -180,37 +313,104 @@ func firstLine(s string) string {
 	return s
 }
 
-func plan(r config.Automation, i int, a config.Action, ev gateway.InboundEvent, hops int) (Planned, error) {
-	p := Planned{Rule: r.Name, Action: i, Kind: a.Kind, Channel: a.Channel, Account: a.Account, To: a.To, Hops: hops + 1}
-	if a.Kind == config.ActionReply {
-		p.Channel, p.Account, p.To = ev.Channel, ev.Account, ev.From
-	}
-	p.ToMasked = p.To.Masked()
-	var buf bytes.Buffer
-	if err := a.Template.Execute(&buf, templateData(r.Name, ev)); err != nil {
-		return p, gateway.WrapError(gateway.EInvalidField, err, "automation %s: %s", r.Name, a.Path)
-	}
-	p.Text = buf.String()
+// plan is what action i of r does for ev: one Planned, or one per member of a send's list.
+func plan(r config.Automation, i int, a config.Action, ev Event) ([]Planned, error) {
 	key := "automation:" + ev.ID + ":" + r.Name + ":" + strconv.Itoa(i)
-	p.IdempotencyKey = key
-	p.MessageID = pipeline.InboundID(ev.Tenant, p.Channel, p.Account, key, ev.At)
-	return p, nil
-}
-
-func templateData(rule string, ev gateway.InboundEvent) config.TemplateData {
-	return config.TemplateData{
-		Text: ev.Content.Text, From: config.TemplateAddress{Address: ev.From.String(), Masked: ev.From.Masked()},
-		FromName: ev.FromName, Channel: string(ev.Channel), Account: ev.Account, Chat: ev.Chat, Rule: rule, At: ev.At,
+	p := Planned{Rule: r.Name, Action: i, Kind: a.Kind, IdempotencyKey: key, Hops: ev.Hops + 1}
+	switch a.Kind {
+	case config.ActionWebhook:
+		p.URL, p.webhook = a.Webhook.URL, a.Webhook
+		return []Planned{p}, nil
+	case config.ActionConsent:
+		p.Channel, p.Account, p.To, p.ToMasked = ev.Channel, ev.Account, ev.Subject, ev.Subject.Masked()
+		p.Consent, p.Category = a.ConsentState, a.ConsentCategory
+		return []Planned{p}, nil
+	case config.ActionTag:
+		p.Channel, p.Account, p.To, p.ToMasked = ev.Channel, ev.Account, ev.Subject, ev.Subject.Masked()
+		p.AddTags, p.RemoveTags = a.AddTags, a.RemoveTags
+		return []Planned{p}, nil
 	}
+	var buf bytes.Buffer
+	if err := a.Template.Execute(&buf, templateData(r.Name, a, ev)); err != nil {
+		return nil, gateway.WrapError(gateway.EInvalidField, err, "automation %s: %s", r.Name, a.Path)
+	}
+	p.Channel, p.Account, p.Text = a.Channel, a.Account, buf.String()
+	if a.Kind == config.ActionReply {
+		p.Channel, p.Account = ev.Channel, ev.Account
+	}
+	to := []gateway.Address{a.To}
+	switch {
+	case a.Kind == config.ActionReply:
+		to = []gateway.Address{ev.Subject}
+	case a.ToList != "":
+		to = a.List
+	}
+	out := make([]Planned, 0, len(to))
+	for j, addr := range to {
+		q := p
+		q.To, q.ToMasked = addr, addr.Masked()
+		if a.ToList != "" {
+			// The position in the list, not the number: the key is stored in the clear.
+			q.IdempotencyKey = key + ":" + strconv.Itoa(j)
+		}
+		q.MessageID = pipeline.InboundID(ev.Tenant, q.Channel, q.Account, q.IdempotencyKey, ev.At)
+		out = append(out, q)
+	}
+	return out, nil
 }
 
-func conditionEnv(ev gateway.InboundEvent, hops int) config.ConditionEnv {
+func templateData(rule string, a config.Action, ev Event) config.TemplateData {
+	d := config.TemplateData{Channel: string(a.Channel), Account: a.Account, Rule: rule, At: ev.At, Hook: ev.Body}
+	switch {
+	case ev.Inbound != nil:
+		in := ev.Inbound
+		d.Text, d.From = in.Content.Text, config.TemplateAddress{Address: in.From.String(), Masked: in.From.Masked()}
+		d.FromName, d.Channel, d.Account, d.Chat = in.FromName, string(in.Channel), in.Account, in.Chat
+	case ev.Status != nil:
+		s := ev.Status
+		d.Channel, d.Account = string(s.Channel), s.Account
+		d.Status = config.TemplateStatus{MessageID: s.MessageID, Status: string(s.Status), To: ev.Subject.Masked()}
+		if s.Error != nil {
+			d.Status.ErrorCode = s.Error.Code
+		}
+	}
+	return d
+}
+
+func conditionEnv(ev Event) config.ConditionEnv {
 	at := ev.At.UTC()
-	return config.ConditionEnv{
-		Text: ev.Content.Text, From: ev.From.Masked(), FromName: ev.FromName, Channel: string(ev.Channel),
-		Account: ev.Account, Chat: ev.Chat, Hour: at.Hour(), Weekday: at.Weekday().String(), Hops: hops,
-		Contact: config.ConditionContact{Tags: []string{}},
+	env := config.ConditionEnv{
+		Event: ev.Kind, Hour: at.Hour(), Weekday: at.Weekday().String(), Hops: ev.Hops, Hook: ev.Body,
+		Contact: config.ConditionContact{Tags: ev.Tags}, Channel: string(ev.Channel), Account: ev.Account,
 	}
+	if env.Contact.Tags == nil {
+		env.Contact.Tags = []string{}
+	}
+	if env.Hook == nil {
+		env.Hook = map[string]any{}
+	}
+	if in := ev.Inbound; in != nil {
+		env.Text, env.From, env.FromName, env.Chat = in.Content.Text, in.From.Masked(), in.FromName, in.Chat
+	}
+	if s := ev.Status; s != nil {
+		env.Status, env.From = string(s.Status), ev.Subject.Masked()
+		if s.Error != nil {
+			env.Error = s.Error.Code
+		}
+	}
+	return env
+}
+
+func statusMatches(tr config.StatusTrigger, ev gateway.StatusEvent) bool {
+	if (tr.Channel != "" && tr.Channel != ev.Channel) || (tr.Account != "" && tr.Account != ev.Account) {
+		return false
+	}
+	for _, s := range tr.In {
+		if s == ev.Status {
+			return true
+		}
+	}
+	return false
 }
 
 // matches reports whether an inbound event satisfies a trigger.
@@ -260,149 +460,4 @@ func matches(tr config.InboundTrigger, ev gateway.InboundEvent) bool {
 		}
 	}
 	return true
-}
-
-// HandleInbound implements pipeline.InboundHandler: it runs the matching rules' actions. An error
-// (the store or bus unavailable) makes the bus deliver the message again; the actions already
-// taken are then found by their idempotency keys and not taken twice.
-func (e *Engine) HandleInbound(ctx context.Context, in pipeline.Inbound) error {
-	if e.cfg.Intake == nil || in.Message == nil || in.Message.Peer.IsZero() {
-		return nil
-	}
-	ev := in.Event
-	hops := e.hops.get(e.cfg.Clock(), hopKeys(ev.Tenant, ev.Channel, ev.Account, ev.From.String(), ev.Chat)...)
-	for _, m := range e.Plan(ev, hops) {
-		if m.failed {
-			// It will not evaluate on a redelivery either: log it and go on with the other rules.
-			e.cfg.Log.Warn().Str("event", "automation_error").Str("tenant", ev.Tenant).Str("rule", m.Rule).
-				Str("cause", ev.ID).Str("error", m.Skipped).Send()
-			e.notify(Outcome{Planned: Planned{Rule: m.Rule, Action: -1}, Cause: ev.ID, Result: "error"})
-			continue
-		}
-		if m.Skipped != "" {
-			e.cfg.Log.Warn().Str("event", "automation_loop_stopped").Str("tenant", ev.Tenant).Str("rule", m.Rule).
-				Str("inbound_msg_id", ev.ID).Int("hops", hops).Send()
-			e.notify(Outcome{Planned: Planned{Rule: m.Rule, Action: -1, Hops: hops}, Cause: ev.ID, Result: "loop_stopped"})
-			continue
-		}
-		for _, p := range m.Actions {
-			if err := e.act(ctx, ev.Tenant, ev.ID, p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// act carries out one planned action caused by source: an inbound message id, or for a schedule
-// the occurrence (schedule:<time>).
-func (e *Engine) act(ctx context.Context, tenant, source string, p Planned) error {
-	msg := &gateway.Message{
-		ID: p.MessageID, Tenant: tenant, Direction: gateway.Outbound, Channel: p.Channel, Account: p.Account,
-		Peer: p.To, Content: gateway.Content{Text: p.Text}, IdempotencyKey: p.IdempotencyKey, Hops: p.Hops,
-		Metadata: map[string]string{"automation": p.Rule, "cause": source},
-	}
-	if p.Kind == config.ActionReply {
-		msg.Content.ReplyTo = source
-	}
-	finish := func(result, code string) {
-		l := e.cfg.Log.Info().Str("event", "automation").Str("tenant", tenant).Str("rule", p.Rule).
-			Int("action", p.Action).Str("kind", p.Kind).Str("cause", source).Str("msg_id", p.MessageID).
-			Str("channel", string(p.Channel)).Str("account", p.Account).Str("to", p.ToMasked).Int("hops", p.Hops).
-			Str("outcome", result)
-		if code != "" {
-			l = l.Str("error_code", code)
-		}
-		l.Send()
-		e.notify(Outcome{Planned: p, Cause: source, Result: result, ErrorCode: code})
-	}
-	_, _, created, err := e.cfg.Intake.Accept(ctx, store.NewMessage{Message: msg, RequestHash: p.IdempotencyKey})
-	var ge *gateway.Error
-	switch {
-	case err == nil && created:
-		if p.Kind != config.ActionReply {
-			// An answer to a reply is a conversation, not a chain: only forwards and sends
-			// pass their hop count on to the answer.
-			e.hops.put(e.cfg.Clock(), e.cfg.HopMemory, p.Hops, hopKeys(tenant, p.Channel, p.Account, p.To.String(), p.To.Value)...)
-		}
-		finish("accepted", "")
-		return nil
-	case err == nil, errors.As(err, &ge) && ge.Code == gateway.EConflict:
-		finish("duplicate", "") // created on an earlier delivery of this event
-		return nil
-	}
-	if ge, rejected := pipeline.Rejection(err); rejected {
-		// Policy refuses it, as it refuses an API send (recipient_opted_out …): final.
-		finish("rejected", ge.Code)
-		return nil
-	}
-	return err
-}
-
-func (e *Engine) notify(o Outcome) {
-	if e.cfg.OnAction != nil {
-		e.cfg.OnAction(o)
-	}
-}
-
-func hopKeys(tenant string, ch gateway.Channel, account string, ids ...string) []string {
-	var keys []string
-	for _, id := range ids {
-		if id != "" {
-			keys = append(keys, tenant+"|"+string(ch)+"|"+account+"|"+id)
-		}
-	}
-	return keys
-}
-
-// hopMemory remembers, for a while, the hop count of the last automation message sent to an
-// address, so that an answer from there inherits it. It is bounded.
-type hopMemory struct {
-	mu    sync.Mutex
-	max   int
-	items map[string]hopEntry
-}
-
-type hopEntry struct {
-	hops    int
-	expires time.Time
-}
-
-func newHopMemory(max int) *hopMemory { return &hopMemory{max: max, items: map[string]hopEntry{}} }
-
-func (h *hopMemory) put(now time.Time, ttl time.Duration, hops int, keys ...string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.items)+len(keys) > h.max {
-		for k, e := range h.items {
-			if now.After(e.expires) {
-				delete(h.items, k)
-			}
-		}
-		for k := range h.items {
-			if len(h.items)+len(keys) <= h.max {
-				break
-			}
-			delete(h.items, k)
-		}
-	}
-	for _, k := range keys {
-		h.items[k] = hopEntry{hops: hops, expires: now.Add(ttl)}
-	}
-}
-
-func (h *hopMemory) get(now time.Time, keys ...string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	hops := 0
-	for _, k := range keys {
-		if e, ok := h.items[k]; ok {
-			if now.After(e.expires) {
-				delete(h.items, k)
-				continue
-			}
-			hops = max(hops, e.hops)
-		}
-	}
-	return hops
 }

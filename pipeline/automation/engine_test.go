@@ -3,6 +3,7 @@ package automation
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,8 @@ tenants:
     channels:
       whatsapp: {accounts: [{name: sales, driver: sandbox}, {name: support, driver: sandbox}]}
       teams: {accounts: [{name: ops, driver: sandbox}]}
+    lists: {reminders: ["+4915112345678", "+4915112345679"]}
+    templates: {reminder: "Reminder from {{.Rule}}"}
     automations:
 `
 
@@ -42,9 +45,19 @@ func event(ch gateway.Channel, account, from, text string) gateway.InboundEvent 
 	}
 	return gateway.InboundEvent{
 		ID: gateway.NewMessageID(), Tenant: "acme", Channel: ch, Account: account, ChannelMessageID: "c1",
-		From: addr, Content: gateway.Content{Text: text}, At: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC),
+		From: addr, Content: gateway.Content{Text: text}, At: eventTime,
 	}
 }
+
+func mustAddress(ch gateway.Channel, s string) gateway.Address {
+	a, err := gateway.ParseAddress(ch, s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+var eventTime = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
 
 func TestTriggerMatchers(t *testing.T) {
 	tests := []struct {
@@ -121,9 +134,89 @@ func (f *fakeIntake) Accept(_ context.Context, nm store.NewMessage) (*gateway.Me
 	if f.optedOut[m.Peer.String()] {
 		return nil, "", false, gateway.Errorf(gateway.ERecipientOptedOut, "opted out")
 	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = eventTime
+	}
 	f.byKey[m.IdempotencyKey] = m
 	f.accepted = append(f.accepted, m)
 	return m, "", true, nil
+}
+
+// fakeStore is the engine's Store over a fakeIntake's messages, with tags and done actions in memory.
+type fakeStore struct {
+	in   *fakeIntake
+	mu   sync.Mutex
+	tags map[string][]string // by address
+	done map[string]bool
+}
+
+func newFakeStore(in *fakeIntake) *fakeStore {
+	return &fakeStore{in: in, tags: map[string][]string{}, done: map[string]bool{}}
+}
+
+func (f *fakeStore) UpdateTags(_ context.Context, _ string, subject gateway.Address, add, remove []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tags := slices.DeleteFunc(slices.Clone(f.tags[subject.String()]), func(t string) bool { return slices.Contains(remove, t) })
+	for _, t := range add {
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	f.tags[subject.String()] = tags
+	return nil
+}
+
+func (f *fakeStore) Tags(_ context.Context, _ string, subject gateway.Address) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.tags[subject.String()]), nil
+}
+
+func (f *fakeStore) ActionDone(_ context.Context, tenant, id string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done[tenant+id], nil
+}
+
+func (f *fakeStore) MarkActionDone(_ context.Context, tenant, id string, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.done[tenant+id] = true
+	return nil
+}
+
+func (f *fakeStore) LastOutbound(_ context.Context, tenant string, ch gateway.Channel, account string, peer gateway.Address) (*gateway.Message, error) {
+	f.in.mu.Lock()
+	defer f.in.mu.Unlock()
+	for i := len(f.in.accepted) - 1; i >= 0; i-- {
+		if m := f.in.accepted[i]; m.Tenant == tenant && m.Channel == ch && m.Account == account && m.Peer == peer {
+			return m, nil
+		}
+	}
+	return nil, gateway.Errorf(gateway.ENotFound, "none")
+}
+
+func (f *fakeStore) Message(_ context.Context, tenant, id string, _ bool) (*gateway.Message, error) {
+	f.in.mu.Lock()
+	defer f.in.mu.Unlock()
+	for _, m := range f.in.accepted {
+		if m.Tenant == tenant && m.ID == id {
+			return m, nil
+		}
+	}
+	return nil, gateway.Errorf(gateway.ENotFound, "none")
+}
+
+func (f *fakeStore) MessageIDByChannelID(_ context.Context, _ string, _ gateway.Channel, _, cid string) (string, error) {
+	f.in.mu.Lock()
+	defer f.in.mu.Unlock()
+	for _, m := range f.in.accepted {
+		if "c-"+m.ID == cid {
+			return m.ID, nil
+		}
+	}
+	return "", gateway.Errorf(gateway.ENotFound, "none")
 }
 
 type recorder struct {
@@ -136,7 +229,7 @@ func (r *recorder) add(o Outcome) { r.mu.Lock(); r.out = append(r.out, o); r.mu.
 func newEngine(t *testing.T, rules string) (*Engine, *fakeIntake, *recorder) {
 	in := &fakeIntake{byKey: map[string]*gateway.Message{}, optedOut: map[string]bool{}}
 	rec := &recorder{}
-	return New(Config{Intake: in, Log: zerolog.Nop(), OnAction: rec.add}, parse(t, rules)), in, rec
+	return New(Config{Intake: in, Store: newFakeStore(in), Log: zerolog.Nop(), OnAction: rec.add}, parse(t, rules)), in, rec
 }
 
 func inbound(ev gateway.InboundEvent) pipeline.Inbound {
@@ -198,7 +291,7 @@ func TestLoopStopsAtHopLimit(t *testing.T) {
 		last := in.accepted[len(in.accepted)-1]
 		if last.Channel == gateway.Teams {
 			ev = event(gateway.Teams, "ops", "teams:user:11111111-2222-3333-4444-555555555555", last.Content.Text)
-			ev.Chat = last.Peer.Value
+			ev.Chat = last.Peer.String() // as the Teams adapter names the chat
 		} else {
 			ev = event(gateway.WhatsApp, "sales", last.Peer.String(), last.Content.Text)
 		}

@@ -1,99 +1,20 @@
 package automation
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/pipeline"
 )
 
 // FiredStore keeps, per tenant and rule, the occurrence a schedule last fired, so a restart
-// neither fires it again nor forgets it.
+// neither fires it again nor forgets it; in the store, it is shared by every replica
+// (store.AutomationState).
 type FiredStore interface {
-	LastFired(tenant, rule string) (at time.Time, ok bool, err error)
-	SetFired(tenant, rule string, at time.Time) error
-}
-
-// FileFiredStore is a FiredStore in one small JSON file, replaced atomically on every write.
-type FileFiredStore struct {
-	path string
-	mu   sync.Mutex
-}
-
-// NewFileFiredStore returns a FiredStore in the file at path (created on the first write).
-func NewFileFiredStore(path string) *FileFiredStore { return &FileFiredStore{path: path} }
-
-func (f *FileFiredStore) load() (map[string]time.Time, error) {
-	m := map[string]time.Time{}
-	data, err := os.ReadFile(f.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return m, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("automation: %s: %w", f.path, err)
-	}
-	return m, nil
-}
-
-// LastFired implements FiredStore.
-func (f *FileFiredStore) LastFired(tenant, rule string) (time.Time, bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	m, err := f.load()
-	if err != nil {
-		return time.Time{}, false, err
-	}
-	at, ok := m[tenant+"/"+rule]
-	return at, ok, nil
-}
-
-// SetFired implements FiredStore.
-func (f *FileFiredStore) SetFired(tenant, rule string, at time.Time) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	m, err := f.load()
-	if err != nil {
-		return err
-	}
-	m[tenant+"/"+rule] = at.UTC()
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".fired-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), f.path)
+	LastFired(ctx context.Context, tenant, rule string) (at time.Time, ok bool, err error)
+	SetFired(ctx context.Context, tenant, rule string, at time.Time) error
 }
 
 // Clock is the time source of the Scheduler; tests use a fake one.
@@ -118,9 +39,8 @@ type SchedulerConfig struct {
 	Clock  Clock         // default the real clock
 	Retry  time.Duration // after a failed firing; default 30s
 	// Lease, when set, runs the schedules only while this process holds the lease LeaseName, so
-	// that one replica of several fires them (gateway/bus.Leases implements it). A replica that
-	// takes over without the fired-at record of the last holder may fire the latest occurrence
-	// again; its messages have the same ids and idempotency keys, so the store takes them once.
+	// that one replica of several fires them (gateway/bus.Leases implements it). The fired-at
+	// record is in the store, so the replica that takes over knows what the last holder fired.
 	Lease Leaser
 }
 
@@ -218,7 +138,7 @@ func (s *Scheduler) run(ctx context.Context) error {
 // step fires r if an occurrence is due and returns when the next one is.
 func (s *Scheduler) step(ctx context.Context, tenant string, r config.Automation, start, now time.Time) (time.Time, error) {
 	st := r.Schedule
-	last, ok, err := s.cfg.Fired.LastFired(tenant, r.Name)
+	last, ok, err := s.cfg.Fired.LastFired(ctx, tenant, r.Name)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -236,29 +156,26 @@ func (s *Scheduler) step(ctx context.Context, tenant string, r config.Automation
 	if err := s.fire(ctx, tenant, r, occ); err != nil {
 		return time.Time{}, err
 	}
-	if err := s.cfg.Fired.SetFired(tenant, r.Name, occ); err != nil {
+	if err := s.cfg.Fired.SetFired(ctx, tenant, r.Name, occ); err != nil {
 		return time.Time{}, err
 	}
 	return st.Spec.Next(occ), nil
 }
 
+// fire carries out r's actions for the occurrence occ. The actions' ids derive from the rule and
+// the occurrence, so a crash before the fired-at record is written repeats nothing.
 func (s *Scheduler) fire(ctx context.Context, tenant string, r config.Automation, occ time.Time) error {
 	e := s.cfg.Engine
-	cause := "schedule:" + occ.UTC().Format(time.RFC3339)
-	for i, a := range r.Do {
-		p := Planned{Rule: r.Name, Action: i, Kind: a.Kind, Channel: a.Channel, Account: a.Account, To: a.To, ToMasked: a.To.Masked(), Hops: 1}
-		var buf bytes.Buffer
-		data := config.TemplateData{Channel: string(a.Channel), Account: a.Account, Rule: r.Name, At: occ}
-		if err := a.Template.Execute(&buf, data); err != nil {
-			return gateway.WrapError(gateway.EInvalidField, err, "automation %s: %s", r.Name, a.Path)
-		}
-		p.Text = buf.String()
-		p.IdempotencyKey = "automation:" + cause + ":" + r.Name + ":" + strconv.Itoa(i)
-		p.MessageID = pipeline.InboundID(tenant, p.Channel, p.Account, p.IdempotencyKey, occ)
-		if e.cfg.Intake == nil {
-			continue
-		}
-		if err := e.act(ctx, tenant, cause, p); err != nil {
+	ev := Event{Kind: KindSchedule, ID: "schedule:" + occ.UTC().Format(time.RFC3339), Tenant: tenant, At: occ}
+	m, ok := e.planRule(r, ev)
+	if !ok || e.cfg.Intake == nil {
+		return nil
+	}
+	if m.failed {
+		return gateway.Errorf(gateway.EInvalidField, "automation %s: %s", r.Name, m.Skipped)
+	}
+	for _, p := range m.Actions {
+		if err := e.act(ctx, ev, p); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package automation
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -65,7 +64,8 @@ func TestScheduleWeekdaysInBerlin(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := func(day, hour, min int) time.Time { return time.Date(2026, 11, day, hour, min, 0, 0, berlin) }
-	fired := NewFileFiredStore(filepath.Join(t.TempDir(), "fired.json"))
+	dir := t.TempDir()
+	fired := openStore(t, dir) // the fired-at record is in the store
 	rules := `
       - name: weekday-reminder
         when: {schedule: {cron: "0 9 * * MON-FRI", timezone: Europe/Berlin}}
@@ -137,7 +137,7 @@ func TestScheduleWeekdaysInBerlin(t *testing.T) {
 	if len(in.accepted) != 2 {
 		t.Fatalf("%d messages sent, want 2", len(in.accepted))
 	}
-	if last, ok, _ := fired.LastFired("acme", "weekday-reminder"); !ok || !last.Equal(at(23, 9, 0)) {
+	if last, ok, _ := openStore(t, dir).LastFired(t.Context(), "acme", "weekday-reminder"); !ok || !last.Equal(at(23, 9, 0)) {
 		t.Fatalf("fired-at record %s %v", last, ok)
 	}
 }
@@ -173,7 +173,7 @@ func TestScheduleRunsUnderTheLease(t *testing.T) {
 `))
 	clock := &fakeClock{now: time.Date(2026, 11, 20, 12, 0, 0, 0, berlin), set: make(chan time.Time, 10)}
 	lease := &fakeLease{held: make(chan struct{}, 10)}
-	s, err := NewScheduler(SchedulerConfig{Engine: e, Fired: NewFileFiredStore(filepath.Join(t.TempDir(), "f.json")), Clock: clock, Lease: lease})
+	s, err := NewScheduler(SchedulerConfig{Engine: e, Fired: openStore(t, t.TempDir()), Clock: clock, Lease: lease})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,6 +176,7 @@ func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID strin
 			{ReportWindows, "DELETE FROM consent_windows WHERE tenant = ? AND subject = ?"},
 			{ReportBypasses, "DELETE FROM consent_bypass WHERE tenant = ? AND subject = ?"},
 			{ReportRestrictions, "DELETE FROM restrictions WHERE tenant = ? AND subject = ?"},
+			{ReportTags, "DELETE FROM contact_tags WHERE tenant = ? AND subject = ?"},
 		} {
 			res, err := tx.exec(ctx, d.query, tenant, subject)
 			if err != nil {
