@@ -10,7 +10,7 @@ import (
 // wirePrivacy builds the privacy service (erasure jobs, export, restriction) and the retention
 // sweeper; Run runs the erasure worker and the sweeper.
 func (s *Server) wirePrivacy(log zerolog.Logger) error {
-	svc, err := privacy.New(privacy.Config{Store: s.db, Indexer: s.keyring, Bus: s.bus, Log: log, OnDone: s.opts.OnErasure})
+	svc, err := privacy.New(privacy.Config{Store: s.db, Indexer: s.keyring, Bus: s.bus, Streams: s.bus, Log: log, OnDone: s.opts.OnErasure})
 	if err != nil {
 		return err
 	}
