@@ -97,6 +97,7 @@ type Deps struct {
 	Sandbox   SandboxInjector // nil: no /v1/sandbox route (production)
 	Consent   ConsentRegistry // nil: no /v1/consent routes
 	Privacy   Privacy         // nil: no /v1/erasures, /v1/exports, /v1/restrictions routes
+	Audit     Auditor         // nil: consent changes by API are not in the audit log
 	Ready     []ReadyCheck
 	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
 	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,8 +17,12 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/api"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/store"
+	"github.com/switchboard-gateway/switchboard/store/credstore"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
 )
 
 // startPrivacyGateway is startGateway with erasure jobs reported on a channel.
@@ -221,4 +226,186 @@ func TestPrivacyTenantIsolation(t *testing.T) {
 			}
 		}
 	})
+}
+
+// addAdminKey creates an admin API key for tenant in the running gateway's store and registers
+// it with g under name. It returns a second handle on the store, and its keyring.
+func (g *gw) addAdminKey(name, tenant string) (*storesql.DB, *crypt.Keyring) {
+	g.t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, g.dir)))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	db, kr, err := server.OpenStore(context.Background(), cfg, true, zerolog.Nop())
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { db.Close() })
+	secret := api.NewAPIKeySecret()
+	k, err := db.CreateAPIKey(context.Background(), tenant, name, secret)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if err := db.GrantAdmin(context.Background(), tenant, k.ID); err != nil {
+		g.t.Fatal(err)
+	}
+	g.keys[name] = secret
+	return db, kr
+}
+
+// TestTenantErasureByAPI: only an admin key erases its tenant, and only its own; the job's report
+// counts per kind; afterwards no row of the tenant is left but the admin key, the job, usage
+// counts and the audit log, its channel credentials included, and the other tenant is untouched.
+func TestTenantErasureByAPI(t *testing.T) {
+	ctx := context.Background()
+	g, erased := startPrivacyGateway(t, t.TempDir())
+	demoMsg := g.send("demo", map[string]any{"channel": "whatsapp", "to": person, "text": "demo's words"})
+	otherMsg := g.send("other", map[string]any{"channel": "whatsapp", "to": person, "text": "other's words"})
+	g.waitFor(demoMsg, gateway.StatusRead)
+	db, kr := g.addAdminKey("demo-admin", "demo")
+	creds, err := credstore.New(db.SQL(), credstore.SQLite, credstore.Keyring(kr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := creds.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tenant := range []string{"demo", "other"} {
+		if err := creds.Put(ctx, credstore.Key{Tenant: tenant, Channel: "teams", Account: "ops", Name: "msal_cache"}, []byte("token of "+tenant)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("bad requests", func(t *testing.T) {
+		cases := []struct {
+			key, field, code string
+			body             map[string]any
+			status           int
+		}{
+			{"demo", "tenant", gateway.EForbidden, map[string]any{"tenant": true}, 403},
+			{"demo-admin", "tenant", gateway.EInvalidField, map[string]any{"tenant": true, "subject": person}, 400},
+			{"demo-admin", "tenant", "", map[string]any{"tenant": "other"}, 400},
+		}
+		for _, c := range cases {
+			var e apiError
+			if code := g.do(http.MethodPost, "/v1/erasures", c.key, c.body, &e); code != c.status || (c.code != "" && e.Error.Code != c.code) || e.Error.Field != c.field {
+				t.Errorf("%s %v: %d %+v", c.key, c.body, code, e)
+			}
+		}
+	})
+
+	var job struct {
+		ID, Status  string
+		WholeTenant bool `json:"whole_tenant"`
+		Report      map[string]int64
+	}
+	if code := g.do(http.MethodPost, "/v1/erasures", "demo-admin", map[string]any{"tenant": true}, &job); code != 202 || !job.WholeTenant {
+		t.Fatalf("tenant erasure: %d %+v", code, job)
+	}
+	if done := waitErasure(t, erased, job.ID); done.State != store.ErasureDone {
+		t.Fatalf("ended %s %s", done.State, done.ErrorCode)
+	}
+	code, body := g.raw(http.MethodGet, "/v1/erasures/"+job.ID, "demo-admin")
+	if code != 200 || strings.Contains(body, person) || strings.Contains(body, demoMsg) {
+		t.Fatalf("job: %d %s", code, body)
+	}
+	if err := json.Unmarshal([]byte(body), &job); err != nil {
+		t.Fatal(err)
+	}
+	if job.Status != "done" || job.Report["tenant_keys"] != 1 || job.Report["messages"] < 1 || job.Report[credstore.Table] != 1 {
+		t.Fatalf("report %+v", job)
+	}
+	if code := g.do(http.MethodGet, "/v1/erasures/"+job.ID, "other", nil, nil); code != 404 {
+		t.Fatalf("other reads demo's job: %d", code)
+	}
+
+	for _, q := range []struct {
+		query string
+		want  int
+	}{
+		{"SELECT COUNT(*) FROM messages WHERE tenant = 'demo'", 0},
+		{"SELECT COUNT(*) FROM " + credstore.Table + " WHERE tenant = 'demo'", 0},
+		{"SELECT COUNT(*) FROM api_keys WHERE tenant = 'demo'", 1}, // the admin key, to read the report
+		{"SELECT COUNT(*) FROM " + credstore.Table + " WHERE tenant = 'other'", 1},
+	} {
+		var n int
+		if err := db.SQL().QueryRowContext(ctx, q.query).Scan(&n); err != nil || n != q.want {
+			t.Errorf("%s: %d (%v), want %d", q.query, n, err, q.want)
+		}
+	}
+	var m struct{ Content struct{ Text string } }
+	if code := g.do(http.MethodGet, "/v1/messages/"+otherMsg+"?include=content", "other", nil, &m); code != 200 || m.Content.Text != "other's words" {
+		t.Fatalf("other's message after demo's erasure: %d %+v", code, m)
+	}
+	if v, err := creds.Get(ctx, credstore.Key{Tenant: "other", Channel: "teams", Account: "ops", Name: "msal_cache"}); err != nil || string(v) != "token of other" {
+		t.Fatalf("other's credential: %q %v", v, err)
+	}
+}
+
+// TestConsentChangesAudited: every consent change through the API (PUT, DELETE, import) is in
+// the audit log with the API key's id, the client's IP, the time and the subject's blind index,
+// never the subject itself.
+func TestConsentChangesAudited(t *testing.T) {
+	ctx := context.Background()
+	g, _ := startPrivacyGateway(t, t.TempDir())
+	db, kr := g.addAdminKey("reader", "demo")
+	key, err := db.APIKeyBySecret(ctx, g.keys["demo"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Second)
+	path := "/v1/consent/whatsapp/" + person
+	if code := g.do(http.MethodPut, path, "demo", map[string]any{"state": "opted_in", "category": "marketing"}, nil); code != 200 {
+		t.Fatalf("PUT: %d", code)
+	}
+	if code := g.do(http.MethodDelete, path+"?category=marketing", "demo", nil, nil); code != 200 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	if code := g.do(http.MethodPut, path, "demo", map[string]any{"state": "opted_out"}, nil); code != 200 {
+		t.Fatalf("PUT opt-out: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/consent:import", strings.NewReader("+4915112340001,opted_in,2026-11-01,import\n"))
+	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("import: %d", resp.StatusCode)
+	}
+
+	idx, err := kr.BlindIndex(ctx, "demo", person)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := db.AuditEntries(ctx, "demo", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ action, target, detail string }{
+		{"consent_changed", crypt.ShortSubject(idx), "whatsapp opted_in marketing"},
+		{"consent_withdrawn", crypt.ShortSubject(idx), "whatsapp marketing"},
+		{"consent_changed", crypt.ShortSubject(idx), "whatsapp opted_out"},
+		{"consent_imported", "", "1 rows"},
+	}
+	var got []store.AuditEntry
+	for _, e := range entries {
+		if strings.HasPrefix(e.Action, "consent_") {
+			got = append(got, e)
+		}
+		if strings.Contains(e.Target+e.Detail, person) {
+			t.Errorf("audit entry names the subject: %+v", e)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("consent audit entries: %+v", got)
+	}
+	for i, w := range want {
+		e := got[i]
+		if e.Action != w.action || e.Target != w.target || e.Detail != w.detail || e.Actor.KeyID != key.ID || e.Actor.IP != "127.0.0.1" ||
+			e.At.Before(start) || e.At.After(time.Now()) {
+			t.Errorf("entry %d: %+v, want %+v by %s from 127.0.0.1", i, e, w, key.ID)
+		}
+	}
 }

@@ -85,6 +85,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Directory: dir,
 		Consent:   consentRegistry,
 		Privacy:   s.privacy,
+		Audit:     s.privacy,
 		Channel:   s.opts.ChannelRoutes,
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),

@@ -128,8 +128,12 @@ func (s *Service) index(ctx context.Context, tenant string, subject gateway.Addr
 // audit appends an entry to the audit log; an operation whose audit entry cannot be written is
 // not carried out.
 func (s *Service) audit(ctx context.Context, tenant string, actor store.Actor, action, subjectIndex, detail string) error {
+	target := ""
+	if subjectIndex != "" {
+		target = crypt.ShortSubject(subjectIndex)
+	}
 	return s.cfg.Store.AppendAudit(ctx, store.AuditEntry{At: s.cfg.Clock(), Tenant: tenant, Actor: actor, Action: action,
-		Target: crypt.ShortSubject(subjectIndex), Detail: detail})
+		Target: target, Detail: detail})
 }
 
 // Audit actions.
@@ -140,6 +144,19 @@ const (
 	AuditRestrictionSet  = "restriction_set"
 	AuditRestrictionLift = "restriction_lifted"
 )
+
+// AuditSubject appends an operation on subject (zero: none, as for a bulk import) to the audit
+// log, the subject named by its blind index only.
+func (s *Service) AuditSubject(ctx context.Context, tenant string, actor store.Actor, action string, subject gateway.Address, detail string) error {
+	idx := ""
+	if subject.Value != "" {
+		var err error
+		if idx, err = s.index(ctx, tenant, subject); err != nil {
+			return err
+		}
+	}
+	return s.audit(ctx, tenant, actor, action, idx, detail)
+}
 
 // RequestErasure records an erasure job for subject and wakes the worker.
 func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address) (store.Erasure, error) {
