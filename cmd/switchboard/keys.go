@@ -30,7 +30,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 			if cfg.Tenant(tenant) == nil {
 				return gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
 			}
-			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN}, zerolog.Nop())
+			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, KeysDSN: cfg.Store.KeysDSN}, zerolog.Nop())
 			if err != nil {
 				return err
 			}

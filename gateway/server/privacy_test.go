@@ -409,3 +409,31 @@ func TestConsentChangesAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreKeysDSN: store.keys_dsn places the key vault; nothing is written to the default place
+// beside the data file.
+func TestStoreKeysDSN(t *testing.T) {
+	dir := t.TempDir()
+	vault := filepath.Join(dir, "vault", "keys.db")
+	if err := os.MkdirAll(filepath.Dir(vault), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants+"store: {keys_dsn: %s}\n", dir, vault)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, kr, err := server.OpenStore(context.Background(), cfg, true, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := kr.BlindIndex(context.Background(), "demo", person); err != nil { // creates the tenant key
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(vault); err != nil {
+		t.Fatalf("the configured vault: %v", err)
+	}
+	if _, err := os.Stat(storesql.VaultPath(cfg.Store.DSN)); !os.IsNotExist(err) {
+		t.Fatalf("a vault beside the data file: %v", err)
+	}
+}

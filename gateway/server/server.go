@@ -164,6 +164,7 @@ func OpenStore(ctx context.Context, cfg *config.Config, dev bool, log zerolog.Lo
 	}
 	db, err := storesql.Open(ctx, storesql.Config{
 		Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, BatchSize: cfg.Store.BatchSize, BatchWait: cfg.Store.BatchWait,
+		KeysDSN: cfg.Store.KeysDSN,
 	}, log)
 	if err != nil {
 		return nil, nil, err
