@@ -15,7 +15,13 @@ func (s *Server) wirePrivacy(log zerolog.Logger) error {
 		return err
 	}
 	s.privacy = svc
-	s.sweeper, err = privacy.NewSweeper(privacy.SweeperConfig{Store: s.db, Policies: s.retentionPolicies, Log: log})
+	s.sweeper, err = privacy.NewSweeper(privacy.SweeperConfig{Store: s.db, Policies: s.retentionPolicies, Log: log,
+		OnSweep: func(tenant string, r privacy.SweepReport) {
+			s.metrics.RetentionPurged(tenant, r.Contents, r.Messages, r.Inbound, r.StatusEvents)
+			if s.opts.OnSweep != nil {
+				s.opts.OnSweep(tenant, r)
+			}
+		}})
 	return err
 }
 

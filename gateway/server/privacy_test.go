@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
+	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/credstore"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
@@ -28,7 +29,14 @@ import (
 // startPrivacyGateway is startGateway with erasure jobs reported on a channel.
 func startPrivacyGateway(t *testing.T, dir string) (*gw, <-chan store.Erasure) {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, dir)))
+	return startPrivacyGatewayWith(t, dir, twoTenants, nil)
+}
+
+// startPrivacyGatewayWith starts a gateway on the config yaml (with a %s for the data dir),
+// retention sweeps reported to onSweep.
+func startPrivacyGatewayWith(t *testing.T, dir, yaml string, onSweep func(string, privacy.SweepReport)) (*gw, <-chan store.Erasure) {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +49,7 @@ func startPrivacyGateway(t *testing.T, dir string) (*gw, <-chan store.Erasure) {
 		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
 		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
 		OnErasure: func(e store.Erasure) { erased <- e },
+		OnSweep:   onSweep,
 	})
 	if err != nil {
 		cancel()
@@ -435,5 +444,66 @@ func TestStoreKeysDSN(t *testing.T) {
 	}
 	if _, err := os.Stat(storesql.VaultPath(cfg.Store.DSN)); !os.IsNotExist(err) {
 		t.Fatalf("a vault beside the data file: %v", err)
+	}
+}
+
+// TestRetentionMetrics: what the retention sweeper of a running gateway purges shows in /metrics
+// as switchboard_retention_purged_total per tenant and kind.
+func TestRetentionMetrics(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	yaml := strings.Replace(twoTenants, "  - id: demo\n", "  - id: demo\n    retention: {content_days: 7, metadata_days: 30, inbound_days: 20}\n", 1)
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := server.OpenStore(ctx, cfg, true, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := 24 * time.Hour
+	for i, m := range []struct {
+		dir gateway.Direction
+		age time.Duration
+	}{{gateway.Outbound, 40 * day}, {gateway.Outbound, 10 * day}, {gateway.Inbound, 25 * day}, {gateway.Outbound, time.Hour}} {
+		peer, _ := gateway.ParseAddress(gateway.WhatsApp, person)
+		msg := &gateway.Message{Tenant: "demo", Channel: gateway.WhatsApp, Account: "sales", Peer: peer,
+			Content: gateway.Content{Text: "old words"}, CreatedAt: time.Now().Add(-m.age)}
+		if m.dir == gateway.Inbound {
+			msg.ChannelMessageID = fmt.Sprintf("wamid.%d", i)
+			_, err = db.CreateInbound(ctx, msg)
+		} else {
+			_, _, _, err = db.CreateMessage(ctx, store.NewMessage{Message: msg})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	swept := make(chan privacy.SweepReport, 4)
+	g, _ := startPrivacyGatewayWith(t, dir, yaml, func(tenant string, r privacy.SweepReport) {
+		if tenant == "demo" {
+			swept <- r
+		}
+	})
+	var r privacy.SweepReport
+	select {
+	case r = <-swept:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no retention sweep")
+	}
+	if r.Messages != 1 || r.Inbound != 1 || r.Contents != 1 {
+		t.Fatalf("sweep %+v", r)
+	}
+	fams := g.scrape()
+	if f := fams["switchboard_retention_purged_total"]; f == nil || f.GetType().String() != "COUNTER" {
+		t.Fatalf("no retention counter: %v", f)
+	}
+	for kind, want := range map[string]float64{"content": 1, "messages": 1, "inbound": 1} {
+		m := sample(fams, "switchboard_retention_purged_total", map[string]string{"tenant": "demo", "kind": kind})
+		if m == nil || m.GetCounter().GetValue() != want {
+			t.Errorf("%s: %v, want %v", kind, m, want)
+		}
 	}
 }
