@@ -59,13 +59,27 @@ type Streams interface {
 	PurgeTenant(ctx context.Context, tenant string) (int, error)
 }
 
+// Contacts erases what channel libraries keep about a person outside the store's own tables: the
+// WhatsApp device store's Signal sessions, identity keys and LID mapping (gateway/server
+// implements it over store/wastore).
+type Contacts interface {
+	EraseContact(ctx context.Context, tenant string, subject gateway.Address) (int64, error)
+}
+
+// ReportChannelState counts the rows of channel state (WhatsApp sessions, identity keys, LID
+// mapping …) an erasure removed.
+const ReportChannelState = "channel_state"
+
 // Config wires a Service.
 type Config struct {
 	Store   Store              // required
 	Indexer Indexer            // required
 	Bus     pipeline.Publisher // optional: where the pending messages' final `rejected` events go
 	Streams Streams            // optional: where the erased pending messages are purged from
-	Log     zerolog.Logger
+	// Contacts, when set, erases the channels' own state about the subject. It runs when the
+	// erasure is requested: the job keeps only the blind index, from which no phone number follows.
+	Contacts Contacts
+	Log      zerolog.Logger
 	// Stale is how long a job may stay running before another worker takes it over (its process
 	// died); default 5 minutes.
 	Stale time.Duration
@@ -164,12 +178,23 @@ func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store
 	if err != nil {
 		return store.Erasure{}, err
 	}
+	var channelRows int64
+	if s.cfg.Contacts != nil {
+		if channelRows, err = s.cfg.Contacts.EraseContact(ctx, tenant, subject); err != nil {
+			return store.Erasure{}, err
+		}
+	}
 	e, err := s.cfg.Store.CreateErasure(ctx, tenant, idx, actor.KeyID)
 	if err != nil {
 		return e, err
 	}
 	if err := s.audit(ctx, tenant, actor, AuditErasure, idx, e.ID); err != nil {
 		return e, err
+	}
+	if channelRows > 0 {
+		if err := s.cfg.Store.AddErasureReport(ctx, e.ID, map[string]int64{ReportChannelState: channelRows}); err != nil {
+			return e, err
+		}
 	}
 	s.cfg.Log.Info().Str("event", "erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
 	select {
