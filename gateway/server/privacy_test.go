@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -506,4 +508,121 @@ func TestRetentionMetrics(t *testing.T) {
 			t.Errorf("%s: %v, want %v", kind, m, want)
 		}
 	}
+}
+
+// TestRotationUnderLoadThroughGateway: 1,000 sends through the HTTP API of a running gateway
+// while `keys rotate` rewraps the tenant keys under a new primary master key: every message
+// reaches delivered, all open afterwards with the new master key alone, and the old key is
+// retirable.
+func TestRotationUnderLoadThroughGateway(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	g, _ := startPrivacyGateway(t, dir)
+	for _, tenant := range []string{"demo", "other"} { // the tenant keys, under the first master key
+		g.send(tenant, map[string]any{"channel": "whatsapp", "to": person, "text": "before the rotation"})
+	}
+	g.stop()
+	keysFile := filepath.Join(dir, "master.keys")
+	old, err := crypt.LoadMasterKeys(keysFile)
+	if err != nil || len(old) != 1 {
+		t.Fatalf("master keys: %v %v", old, err)
+	}
+	newKey := crypt.MasterKey{ID: "mk_new", Key: bytes.Repeat([]byte{9}, crypt.KeySize)}
+	writeKeys := func(keys ...crypt.MasterKey) {
+		var lines []string
+		for _, k := range keys {
+			lines = append(lines, crypt.FormatMasterKey(k))
+		}
+		if err := os.WriteFile(keysFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKeys(newKey, old[0]) // the new key first, the old one after it
+
+	g, _ = startPrivacyGateway(t, dir)
+	const sends = 1000
+	type sent struct{ tenant, id, text string }
+	results := make(chan sent, sends)
+	errs := make(chan error, sends)
+	started := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < sends; i += 8 {
+				if i == sends/10 {
+					close(started) // rotate once a tenth of the sends is in
+				}
+				tenant := []string{"demo", "other"}[i%2]
+				text := fmt.Sprintf("message %d", i)
+				id, err := postMessage(g.url, g.keys[tenant], fmt.Sprintf("+49151123%05d", i%50), text)
+				if err != nil {
+					errs <- err
+					return
+				}
+				results <- sent{tenant, id, text}
+			}
+		})
+	}
+	<-started
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, kr, err := server.OpenStore(ctx, cfg, true, zerolog.Nop()) // what `keys rotate` does
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := db.RotateTenantKeys(ctx, kr)
+	if err != nil || rotated != 2 {
+		t.Fatalf("rotated %d tenant keys: %v", rotated, err)
+	}
+	wg.Wait()
+	close(results)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var all []sent
+	for r := range results {
+		all = append(all, r)
+		g.waitFor(r.id, gateway.StatusDelivered)
+	}
+	if len(all) != sends {
+		t.Fatalf("%d sends accepted", len(all))
+	}
+	if n, err := db.TenantKeysUnder(ctx, old[0].ID); err != nil || n != 0 {
+		t.Fatalf("%d tenant keys under the old master key (%v): not retirable", n, err)
+	}
+	db.Close()
+	g.stop()
+
+	writeKeys(newKey) // the old key retired
+	db, _, err = server.OpenStore(ctx, cfg, true, zerolog.Nop()) // dev: reads the file, which exists
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, m := range all {
+		got, err := db.Message(ctx, m.tenant, m.id, true)
+		if err != nil || got.Content.Text != m.text || (got.Status != gateway.StatusDelivered && got.Status != gateway.StatusRead) {
+			t.Fatalf("message %s of %s with the new key alone: %+v %v", m.id, m.tenant, got, err)
+		}
+	}
+}
+
+// postMessage sends one message through the API (safe from any goroutine) and returns its id.
+func postMessage(base, key, to, text string) (string, error) {
+	b, _ := json.Marshal(map[string]any{"channel": "whatsapp", "to": to, "text": text})
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("send: HTTP %d %v", resp.StatusCode, err)
+	}
+	return out.ID, nil
 }
