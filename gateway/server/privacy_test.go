@@ -155,6 +155,18 @@ func TestPrivacyEndToEnd(t *testing.T) {
 	if done.State != store.ErasureDone {
 		t.Fatalf("erasure ended %s %s", done.State, done.ErrorCode)
 	}
+	// The subject as the log named it before: its blind index on the delivery lines.
+	var shortSubject string
+	for _, line := range strings.Split(g.log.String(), "\n") {
+		var rec struct{ MsgID, Subject string }
+		if json.Unmarshal([]byte(strings.ReplaceAll(line, `"msg_id"`, `"msgid"`)), &rec) == nil && rec.MsgID == id && rec.Subject != "" {
+			shortSubject = rec.Subject
+		}
+	}
+	if shortSubject == "" {
+		t.Fatal("no delivery line named the subject by its blind index before the erasure")
+	}
+	logMark := len(g.log.String())
 	if code := g.do(http.MethodGet, "/v1/erasures/"+job.ID, "demo", nil, &job); code != 200 || job.Status != "done" ||
 		job.Report["messages"] != 2 || job.Report["keys"] != 1 || job.Report["suppressions_kept"] != 1 {
 		t.Fatalf("erasure: %d %+v", code, job)
@@ -167,6 +179,19 @@ func TestPrivacyEndToEnd(t *testing.T) {
 	}
 	if _, body := g.raw(http.MethodGet, exportPath, "demo"); strings.Contains(body, "parcel") {
 		t.Fatalf("export after erasure: %s", body)
+	}
+	// No log line written after the erasure can be tied to the subject: not by number, masked
+	// number or blind index, though the refused send above was logged.
+	after := g.log.String()[logMark:]
+	if !strings.Contains(after, gateway.ERecipientOptedOut) && !strings.Contains(after, "/v1/messages") {
+		t.Fatalf("the refused send left no log line:\n%s", after)
+	}
+	for _, line := range strings.Split(after, "\n") {
+		for _, tie := range []string{person, strings.TrimPrefix(person, "+"), gateway.MaskIdentifier(person), shortSubject} {
+			if strings.Contains(line, tie) {
+				t.Errorf("log line after the erasure holds %q: %s", tie, line)
+			}
+		}
 	}
 	// No log line written during the erasure names the subject.
 	for _, line := range strings.Split(g.log.String(), "\n") {
@@ -222,6 +247,25 @@ func TestPrivacyTenantIsolation(t *testing.T) {
 		var m struct{ Content struct{ Text string } }
 		if code := g.do(http.MethodGet, "/v1/messages/"+demoMsg+"?include=content", "demo", nil, &m); code != 200 || m.Content.Text != "demo's own words" {
 			t.Fatalf("demo's message after other's erasure: %d %+v", code, m)
+		}
+	})
+	t.Run("message of another tenant", func(t *testing.T) {
+		var e apiError
+		if code := g.do(http.MethodGet, "/v1/messages/"+demoMsg+"?include=content", "other", nil, &e); code != 404 || e.Error.Code != gateway.ENotFound {
+			t.Fatalf("%d %+v", code, e)
+		}
+	})
+	t.Run("lifting another tenant's restriction", func(t *testing.T) {
+		const who = "+4915112340077"
+		if code := g.do(http.MethodPut, "/v1/restrictions/"+who, "demo", nil, nil); code != 200 {
+			t.Fatalf("%d", code)
+		}
+		if code := g.do(http.MethodDelete, "/v1/restrictions/"+who, "other", nil, nil); code != 200 {
+			t.Fatalf("%d", code)
+		}
+		var r struct{ Restricted bool }
+		if code := g.do(http.MethodGet, "/v1/restrictions/"+who, "demo", nil, &r); code != 200 || !r.Restricted {
+			t.Fatalf("other lifted demo's restriction: %d %+v", code, r)
 		}
 	})
 	t.Run("bad subjects", func(t *testing.T) {
@@ -596,7 +640,7 @@ func TestRotationUnderLoadThroughGateway(t *testing.T) {
 	db.Close()
 	g.stop()
 
-	writeKeys(newKey) // the old key retired
+	writeKeys(newKey)                                            // the old key retired
 	db, _, err = server.OpenStore(ctx, cfg, true, zerolog.Nop()) // dev: reads the file, which exists
 	if err != nil {
 		t.Fatal(err)

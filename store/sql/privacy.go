@@ -284,8 +284,9 @@ func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID strin
 			}
 			counts[d.kind], _ = res.RowsAffected()
 		}
-		// What stays: the opt-outs, reduced to a suppression entry (no evidence points at them).
-		res, err := tx.exec(ctx, "UPDATE consents SET source = 'admin' WHERE tenant = ? AND subject = ? AND state = 'opted_out'", tenant, subject)
+		// What stays: the opt-outs, reduced to a suppression entry (no evidence points at them),
+		// marked so that a refused send to the subject is logged without naming it.
+		res, err := tx.exec(ctx, "UPDATE consents SET source = 'erasure' WHERE tenant = ? AND subject = ? AND state = 'opted_out'", tenant, subject)
 		if err != nil {
 			return err
 		}
