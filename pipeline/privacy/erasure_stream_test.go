@@ -93,12 +93,7 @@ func TestErasurePurgesStreams(t *testing.T) {
 			t.Errorf("message %s of another subject was purged", id)
 		}
 	}
-	rejected := map[string]bool{}
-	for _, ev := range e.bus.events {
-		if ev.Status == gateway.StatusRejected && ev.Error != nil && ev.Error.Code == gateway.ESubjectErased {
-			rejected[ev.MessageID] = true
-		}
-	}
+	rejected := e.bus.erasedRejections()
 	for _, id := range aliceIDs {
 		if !rejected[id] {
 			t.Errorf("message %s has no final rejected status", id)
@@ -194,12 +189,7 @@ func TestErasureResumesAfterCrash(t *testing.T) {
 		j.Report[storesql.ReportKeys] != 1 || j.Report[storesql.ReportSuppressions] != 1 {
 		t.Fatalf("report %v", j.Report)
 	}
-	final := map[string]bool{}
-	for _, ev := range e.bus.events {
-		if ev.Status == gateway.StatusRejected && ev.Error != nil && ev.Error.Code == gateway.ESubjectErased {
-			final[ev.MessageID] = true
-		}
-	}
+	final := e.bus.erasedRejections()
 	for _, id := range pending {
 		if !final[id] {
 			t.Errorf("message %s never got its final status", id)
@@ -209,4 +199,17 @@ func TestErasureResumesAfterCrash(t *testing.T) {
 	if err := e.db.SQL().QueryRowContext(bg, "SELECT COUNT(*) FROM erasure_pending").Scan(&left); err != nil || left != 0 {
 		t.Fatalf("erasure_pending rows left: %d %v", left, err)
 	}
+}
+
+// erasedRejections are the ids of the messages published as rejected subject_erased.
+func (b *fakeBus) erasedRejections() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]bool{}
+	for _, ev := range b.events {
+		if ev.Status == gateway.StatusRejected && ev.Error != nil && ev.Error.Code == gateway.ESubjectErased {
+			out[ev.MessageID] = true
+		}
+	}
+	return out
 }
