@@ -7,6 +7,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
 
 	"github.com/switchboard-gateway/switchboard/pipeline"
@@ -17,7 +18,7 @@ import (
 // sweeper; Run runs the erasure worker and the sweeper.
 func (s *Server) wirePrivacy(log zerolog.Logger) error {
 	svc, err := privacy.New(privacy.Config{Store: s.db, Indexer: s.keyring, Bus: s.bus, Streams: s.bus, Contacts: waContacts{s},
-		Log: log, OnDone: s.opts.OnErasure})
+		Log: log, OnDone: s.erasureDone})
 	if err != nil {
 		return err
 	}
@@ -30,6 +31,17 @@ func (s *Server) wirePrivacy(log zerolog.Logger) error {
 			}
 		}})
 	return err
+}
+
+// erasureDone runs when an erasure job ends: after a tenant erasure the tenant's API keys, deleted
+// from the store, stop working at once (the API caches resolved keys).
+func (s *Server) erasureDone(e store.Erasure) {
+	if f, ok := s.handler.(interface{ ForgetTenantKeys(string) }); ok && e.WholeTenant && e.State == store.ErasureDone {
+		f.ForgetTenantKeys(e.Tenant)
+	}
+	if s.opts.OnErasure != nil {
+		s.opts.OnErasure(e)
+	}
 }
 
 // retentionPolicies reads the tenants' retention from the config at every sweep.

@@ -373,6 +373,9 @@ func TestTenantErasureByAPI(t *testing.T) {
 	if code := g.do(http.MethodGet, "/v1/erasures/"+job.ID, "other", nil, nil); code != 404 {
 		t.Fatalf("other reads demo's job: %d", code)
 	}
+	if code := g.do(http.MethodGet, "/v1/messages/"+demoMsg, "demo", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("a deleted (cached) key of the erased tenant still works: %d", code)
+	}
 
 	for _, q := range []struct {
 		query string
