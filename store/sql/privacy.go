@@ -226,41 +226,39 @@ func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID strin
 		var msgs int64
 		err := db.write(ctx, "erase messages", func(ctx context.Context, tx *wtx) error {
 			msgs = 0
-			rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT id, direction, status, channel, account, hops FROM messages
-				WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
+			rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT id FROM messages WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
 			if err != nil {
 				return err
 			}
 			var ids []any
-			var pending []gateway.Dispatch
 			for rows.Next() {
-				var id, dir, status, ch, account string
-				var hops int
-				if err := rows.Scan(&id, &dir, &status, &ch, &account, &hops); err != nil {
+				var id string
+				if err := rows.Scan(&id); err != nil {
 					rows.Close()
 					return err
 				}
 				ids = append(ids, id)
-				if gateway.Direction(dir) == gateway.Outbound && (gateway.Status(status) == gateway.StatusAccepted || gateway.Status(status) == gateway.StatusQueued) {
-					pending = append(pending, gateway.Dispatch{MessageID: id, Channel: gateway.Channel(ch), Account: account, Hops: hops})
-				}
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil || len(ids) == 0 {
 				return err
 			}
-			for _, d := range pending {
-				if _, err := tx.exec(ctx, `INSERT INTO erasure_pending (erasure_id, message_id, channel, account, hops)
-					VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, jobID, d.MessageID, string(d.Channel), d.Account, d.Hops); err != nil {
-					return err
-				}
+			// The outbound messages that had not left the gateway, recorded with their deletion.
+			res, err := tx.exec(ctx, `INSERT INTO erasure_pending (erasure_id, message_id, channel, account, hops)
+				SELECT ?, id, channel, account, hops FROM messages
+				WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`) AND direction = ? AND status IN (?, ?)
+				ON CONFLICT DO NOTHING`,
+				append(append([]any{jobID}, ids...), string(gateway.Outbound), string(gateway.StatusAccepted), string(gateway.StatusQueued))...)
+			if err != nil {
+				return err
 			}
+			pending, _ := res.RowsAffected()
 			var events int64
 			msgs, events, err = deleteMessages(ctx, tx, ids)
 			if err != nil {
 				return err
 			}
-			return addErasureReport(ctx, tx, jobID, map[string]int64{ReportMessages: msgs, ReportStatusEvents: events, ReportPendingStopped: int64(len(pending))})
+			return addErasureReport(ctx, tx, jobID, map[string]int64{ReportMessages: msgs, ReportStatusEvents: events, ReportPendingStopped: pending})
 		})
 		if err != nil {
 			return err
