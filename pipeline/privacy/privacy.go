@@ -197,38 +197,44 @@ func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store
 		}
 	}
 	s.cfg.Log.Info().Str("event", "erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
+	s.wakeWorker()
+	return e, nil
+}
+
+func (s *Service) wakeWorker() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return e, nil
 }
 
 // RequestTenantErasure records a job that erases the whole tenant and wakes the worker. Only an
 // admin API key may ask for it (the API checks the scope).
 func (s *Service) RequestTenantErasure(ctx context.Context, tenant string, actor store.Actor) (store.Erasure, error) {
-	if err := s.audit(ctx, tenant, actor, AuditTenantErasure, "", ""); err != nil {
-		return store.Erasure{}, err
-	}
-	e, err := s.cfg.Store.CreateTenantErasure(ctx, tenant, actor.KeyID, false)
+	e, err := s.createTenantJob(ctx, tenant, actor, false)
 	if err != nil {
 		return e, err
 	}
-	s.cfg.Log.Warn().Str("event", "tenant_erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.wakeWorker()
 	return e, nil
+}
+
+// createTenantJob audits and records a tenant erasure job (claimed by the caller when claim is set).
+func (s *Service) createTenantJob(ctx context.Context, tenant string, actor store.Actor, claim bool) (store.Erasure, error) {
+	if err := s.audit(ctx, tenant, actor, AuditTenantErasure, "", ""); err != nil {
+		return store.Erasure{}, err
+	}
+	e, err := s.cfg.Store.CreateTenantErasure(ctx, tenant, actor.KeyID, claim)
+	if err == nil {
+		s.cfg.Log.Warn().Str("event", "tenant_erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
+	}
+	return e, err
 }
 
 // EraseTenant erases the whole tenant in this call (the operator's CLI): the same job the worker
 // runs for RequestTenantErasure, claimed at once.
 func (s *Service) EraseTenant(ctx context.Context, tenant string, actor store.Actor) (store.Erasure, error) {
-	if err := s.audit(ctx, tenant, actor, AuditTenantErasure, "", ""); err != nil {
-		return store.Erasure{}, err
-	}
-	job, err := s.cfg.Store.CreateTenantErasure(ctx, tenant, actor.KeyID, true)
+	job, err := s.createTenantJob(ctx, tenant, actor, true)
 	if err != nil {
 		return job, err
 	}
