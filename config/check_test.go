@@ -37,7 +37,7 @@ func TestCheckReportsEachKindOfProblem(t *testing.T) {
 		{
 			name: "unknown key with nothing close",
 			src:  "store:\n  flavour: vanilla\n",
-			want: []want{{"flavour", "store.flavour", `unknown key "flavour": known keys here are driver, dsn, batch_size, batch_wait`}},
+			want: []want{{"flavour", "store.flavour", `unknown key "flavour": known keys here are driver, dsn, batch_size, batch_wait, keys_dsn`}},
 		},
 		{
 			name: "graph setting on the account itself",
@@ -163,6 +163,16 @@ func TestCheckReportsEachKindOfProblem(t *testing.T) {
 			name: "postgres without a dsn",
 			src:  "store:\n  driver: postgres\n",
 			want: []want{{"store:", "store.dsn", "required for postgres"}},
+		},
+		{
+			name: "postgres key vault not a connection string",
+			src:  "store:\n  driver: postgres\n  dsn: postgres://db/sb\n  keys_dsn: /var/keys.db\n",
+			want: []want{{"keys_dsn", "store.keys_dsn", "not a PostgreSQL connection string"}},
+		},
+		{
+			name: "sqlite key vault in the data file",
+			src:  "store:\n  dsn: ./data/sb.db\n  keys_dsn: data/sb.db\n",
+			want: []want{{"keys_dsn", "store.keys_dsn", "must be a file of its own"}},
 		},
 		{
 			name: "unknown store driver",

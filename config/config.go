@@ -112,6 +112,11 @@ type StoreConfig struct {
 	DSN       string        `yaml:"dsn"`        // sqlite: a file path, default <data_dir>/switchboard.db; postgres: required
 	BatchSize int           `yaml:"batch_size"` // group commit: most writes per transaction; default 256
 	BatchWait time.Duration `yaml:"batch_wait"` // group commit: longest wait to fill a batch; default 2ms
+	// KeysDSN is the key vault (the wrapped tenant and subject keys), kept apart from the data so
+	// a data backup holds no keys and an erased subject's key exists nowhere. sqlite: a file,
+	// default beside dsn (switchboard.keys.db); postgres: another database, default dsn itself
+	// (whose backups then hold the keys: set it for backup-proof erasure).
+	KeysDSN string `yaml:"keys_dsn"`
 }
 
 // SecurityConfig names where the master keys come from (DESIGN §3.6).

@@ -220,6 +220,12 @@ func setScalar(v reflect.Value, text string) error {
 			return fmt.Errorf("must be a whole number, got %q", text)
 		}
 		v.SetInt(i)
+	case reflect.Uint, reflect.Uint64, reflect.Uint32:
+		u, err := strconv.ParseUint(strings.TrimSpace(text), 10, v.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("must be a whole number, not negative, got %q", text)
+		}
+		v.SetUint(u)
 	case reflect.Float64:
 		f, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
 		if err != nil {

@@ -311,15 +311,26 @@ func checkBus(c *Config, r *report) {
 	}
 }
 
+// postgresDSN reports whether s looks like a PostgreSQL connection string (URL or key=value).
+func postgresDSN(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") || strings.Contains(s, "=")
+}
+
 func checkStore(c *Config, r *report) {
 	st := c.Store
 	if oneOf(r, "store.driver", "driver", st.Driver, StoreSQLite, StorePostgres) && st.Driver == StorePostgres {
 		switch {
 		case st.DSN == "":
 			r.add("store.dsn", "required for postgres: set store.dsn or SWITCHBOARD_STORE_DSN, e.g. postgres://switchboard:secret@db:5432/switchboard")
-		case !strings.HasPrefix(st.DSN, "postgres://") && !strings.HasPrefix(st.DSN, "postgresql://") && !strings.Contains(st.DSN, "="):
+		case !postgresDSN(st.DSN):
 			r.add("store.dsn", "not a PostgreSQL connection string: use postgres://user:password@host:5432/db or key=value pairs")
 		}
+		if st.KeysDSN != "" && !postgresDSN(st.KeysDSN) {
+			r.add("store.keys_dsn", "not a PostgreSQL connection string: use postgres://user:password@host:5432/keys (another database than store.dsn)")
+		}
+	}
+	if st.Driver == StoreSQLite && st.KeysDSN != "" && filepath.Clean(strings.TrimPrefix(st.KeysDSN, "file:")) == filepath.Clean(strings.TrimPrefix(st.DSN, "file:")) {
+		r.add("store.keys_dsn", "must be a file of its own, not the data file: leave it out for switchboard.keys.db beside it")
 	}
 	if st.BatchSize < 1 {
 		r.add("store.batch_size", "must be at least 1, e.g. 256")

@@ -36,4 +36,5 @@ type APIKey struct {
 	Name      string
 	Prefix    string // the first characters of the secret, to recognise it in a list
 	CreatedAt time.Time
+	Admin     bool // may erase its whole tenant (`keys create --admin`)
 }

@@ -31,6 +31,9 @@ const (
 	SourceImport     ConsentSource = "import"
 	SourceAutomation ConsentSource = "automation"
 	SourceAdmin      ConsentSource = "admin"
+	// SourceErasure marks the suppression entry an erasure keeps of an opt-out. No caller can
+	// give it (not Valid); any later change replaces it.
+	SourceErasure ConsentSource = "erasure"
 )
 
 // Valid reports whether s is a known source.
@@ -101,6 +104,7 @@ type ConsentCheck struct {
 	OptedIn       bool      // a plain opt-in, or an opt-in of the message's category
 	LastInboundAt time.Time // zero when the subject never wrote
 	Bypass        bool      // the message is the one opt-out confirmation granted for this subject
+	Erased        bool      // the subject was erased: only its suppression entry is left, so log nothing tying to it
 }
 
 // Consents keeps the consent registry (DESIGN.md §3.5): current state, append-only evidence, the

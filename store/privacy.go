@@ -15,14 +15,15 @@ const (
 // Erasure is one erasure job. Its report counts what was removed per kind and never names the
 // subject.
 type Erasure struct {
-	ID         string
-	Tenant     string
-	State      ErasureState
-	Actor      string // API key id, or "cli"
-	Report     map[string]int64
-	ErrorCode  string
-	CreatedAt  time.Time
-	FinishedAt time.Time // zero until done or failed
+	ID          string
+	Tenant      string
+	WholeTenant bool // the job erases the whole tenant, not one subject
+	State       ErasureState
+	Actor       string // API key id, or "cli"
+	Report      map[string]int64
+	ErrorCode   string
+	CreatedAt   time.Time
+	FinishedAt  time.Time // zero until done or failed
 }
 
 // Actor is who asked for an operation: the API key's id (or "cli") and the client's IP.

@@ -25,7 +25,7 @@ short blind index, s_…) and detail. --after SEQ continues an earlier export.`,
 			if err != nil {
 				return err
 			}
-			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN}, zerolog.Nop())
+			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, KeysDSN: cfg.Store.KeysDSN}, zerolog.Nop())
 			if err != nil {
 				return err
 			}

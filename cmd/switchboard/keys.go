@@ -16,9 +16,12 @@ import (
 func newKeysCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys and master keys"}
 	var tenant, name string
+	var admin bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API key for a tenant; the key is shown once and only its hash is stored",
+		Long: `Create an API key for a tenant; the key is shown once and only its hash is stored.
+--admin gives it the admin scope: it may also erase the whole tenant (POST /v1/erasures {"tenant": true}).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load(cmd)
 			if err != nil {
@@ -27,7 +30,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 			if cfg.Tenant(tenant) == nil {
 				return gateway.FieldErrorf(gateway.ENotFound, "tenant", "no tenant %q in the configuration", tenant)
 			}
-			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN}, zerolog.Nop())
+			db, err := storesql.Open(cmd.Context(), storesql.Config{Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, KeysDSN: cfg.Store.KeysDSN}, zerolog.Nop())
 			if err != nil {
 				return err
 			}
@@ -37,7 +40,14 @@ func newKeysCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := db.AppendAudit(cmd.Context(), store.AuditEntry{Tenant: tenant, Actor: store.Actor{KeyID: "cli"}, Action: "api_key_created", Target: k.ID}); err != nil {
+			action := "api_key_created"
+			if admin {
+				if err := db.GrantAdmin(cmd.Context(), tenant, k.ID); err != nil {
+					return err
+				}
+				action = "admin_api_key_created"
+			}
+			if err := db.AppendAudit(cmd.Context(), store.AuditEntry{Tenant: tenant, Actor: store.Actor{KeyID: "cli"}, Action: action, Target: k.ID}); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "API key %s for tenant %s (shown once: store it now):\n", k.ID, k.Tenant)
@@ -47,6 +57,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&tenant, "tenant", "", "tenant id")
 	create.Flags().StringVar(&name, "name", "", "a name to recognise the key by")
+	create.Flags().BoolVar(&admin, "admin", false, "admin scope: the key may erase its whole tenant")
 	_ = create.MarkFlagRequired("tenant")
 
 	var out string

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
+	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 	"github.com/switchboard-gateway/switchboard/store"
 )
 
@@ -93,22 +94,23 @@ func eraseTenant(cmd *cobra.Command, g *globals, tenant string, yes bool) error 
 	if err != nil {
 		return err
 	}
-	db, _, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+	db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := db.AppendAudit(cmd.Context(), store.AuditEntry{Tenant: tenant, Actor: store.Actor{KeyID: "cli"}, Action: "tenant_erasure", Target: tenant}); err != nil {
+	svc, err := privacy.New(privacy.Config{Store: db, Indexer: kr})
+	if err != nil {
 		return err
 	}
-	report, err := db.EraseTenant(cmd.Context(), tenant)
+	job, err := svc.EraseTenant(cmd.Context(), tenant, store.Actor{KeyID: "cli"})
 	if err != nil {
 		return err
 	}
 	if cfg.Tenant(tenant) != nil {
 		fmt.Fprintf(g.stderr, "warning: tenant %s is still in the configuration: remove it, or the gateway recreates it\n", tenant)
 	}
-	return printJSON(g.stdout, map[string]any{"tenant": tenant, "status": "done", "report": report})
+	return printJSON(g.stdout, map[string]any{"tenant": tenant, "id": job.ID, "status": job.State, "report": job.Report})
 }
 
 // waitErasure polls the job (HTTP offers no event for it) until it finishes or wait runs out.

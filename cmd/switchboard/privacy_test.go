@@ -126,4 +126,44 @@ func TestPrivacyCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"status": "done"`) {
 		t.Fatalf("tenant erasure: %v\n%s", err, out)
 	}
+
+	// keys create --admin: that key may erase its tenant by API, a plain key may not.
+	plain, err := run("keys", "create", "--tenant", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := run("keys", "create", "--tenant", "demo", "--admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(key string, out any) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/erasures", strings.NewReader(`{"tenant": true}`))
+		req.Header.Set("Authorization", "Bearer "+lastLine(key))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_ = json.NewDecoder(resp.Body).Decode(out)
+		return resp.StatusCode
+	}
+	var e struct{ Error struct{ Code string } }
+	if code := post(plain, &e); code != http.StatusForbidden || e.Error.Code != gateway.EForbidden {
+		t.Fatalf("tenant erasure with a plain key: %d %+v", code, e)
+	}
+	var tj struct{ ID, Status string }
+	if code := post(admin, &tj); code != http.StatusAccepted || tj.ID == "" {
+		t.Fatalf("tenant erasure with an admin key: %d %+v", code, tj)
+	}
+	c := &apiClient{base: base, key: lastLine(admin), http: &http.Client{Timeout: 10 * time.Second}}
+	if done, err := waitErasure(context.Background(), c, tj.ID, time.Minute); err != nil || done.Status != "done" || done.Report["tenant_keys"] != 1 {
+		t.Fatalf("tenant erasure job: %v %+v", err, done)
+	}
+}
+
+// lastLine is the last non-empty line of a command's output (keys create prints the secret last).
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

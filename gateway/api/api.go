@@ -100,6 +100,7 @@ type Deps struct {
 	Consent   ConsentRegistry // nil: no /v1/consent routes
 	Privacy   Privacy         // nil: no /v1/erasures, /v1/exports, /v1/restrictions routes
 	Media     MediaFiles      // nil: no /v1/media routes, and sends take media by URL only
+	Audit     Auditor         // nil: consent changes by API are not in the audit log
 	Ready     []ReadyCheck
 	// Channel maps patterns ("POST /v1/channels/teams/notifications") to channel webhooks that
 	// authenticate themselves (Graph's clientState): no API key, no tenant rate limit, but the same

@@ -129,6 +129,18 @@ func (c *keyCache) get(sum [sha256.Size]byte, now time.Time) (gateway.APIKey, bo
 	return e.key, true
 }
 
+// ForgetTenantKeys drops the tenant's keys from the cache (its keys were deleted by a tenant
+// erasure), so they stop working at once in this process; other replicas' caches expire.
+func (s *Server) ForgetTenantKeys(tenant string) {
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
+	for sum, e := range s.keys.m {
+		if e.key.Tenant == tenant {
+			delete(s.keys.m, sum)
+		}
+	}
+}
+
 func (c *keyCache) put(sum [sha256.Size]byte, k gateway.APIKey, now time.Time) {
 	if c.ttl <= 0 {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -134,6 +135,9 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, key gateway.
 	if err != nil {
 		return err
 	}
+	if err := s.audit(r, key, AuditConsentChanged, subject, strings.TrimSpace(string(ch)+" "+req.State+" "+req.Category)); err != nil {
+		return err
+	}
 	if _, err := s.deps.Consent.Record(r.Context(), store.ConsentChange{
 		Tenant: key.Tenant, Channel: ch, Subject: subject, Category: req.Category, State: state,
 		Source: source, Actor: key.ID, At: s.now(), Note: req.Note,
@@ -201,6 +205,9 @@ func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request, key gatew
 		case store.ConsentOptedOut:
 			return gateway.Errorf(gateway.EConflict, "the subject opted out; an opt-out is lifted only by the subject (START) or a PUT with state opted_in and its evidence")
 		case store.ConsentOptedIn:
+			if err := s.audit(r, key, AuditConsentWithdrawn, subject, strings.TrimSpace(string(ch)+" "+category)); err != nil {
+				return err
+			}
 			if _, err := s.deps.Consent.Record(r.Context(), store.ConsentChange{
 				Tenant: key.Tenant, Channel: ch, Subject: subject, Category: category, State: store.ConsentNone,
 				Source: store.SourceAPI, Actor: key.ID, At: s.now(),
@@ -292,6 +299,9 @@ func (s *Server) importConsent(w http.ResponseWriter, r *http.Request, key gatew
 	}
 	if rows == 0 {
 		return gateway.Errorf(gateway.EMissingField, "the CSV has no rows: send subject,state,date,source lines")
+	}
+	if err := s.audit(r, key, AuditConsentImported, gateway.Address{}, fmt.Sprintf("%d rows", len(good))); err != nil {
+		return err
 	}
 	if err := s.deps.Consent.Import(r.Context(), good); err != nil {
 		return err

@@ -17,10 +17,33 @@ import (
 // subject is a different subject (blind indexes are per tenant).
 type Privacy interface {
 	RequestErasure(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address) (store.Erasure, error)
+	RequestTenantErasure(ctx context.Context, tenant string, actor store.Actor) (store.Erasure, error)
 	Erasure(ctx context.Context, tenant, id string) (store.Erasure, error)
 	Export(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address, w io.Writer) error
 	SetRestriction(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address, on bool) (changed bool, err error)
 	Restricted(ctx context.Context, tenant string, subject gateway.Address) (bool, error)
+}
+
+// Auditor appends admin and privacy operations to the audit log (the privacy package implements
+// it). The target it records is the subject's blind index, never the subject.
+type Auditor interface {
+	AuditSubject(ctx context.Context, tenant string, actor store.Actor, action string, subject gateway.Address, detail string) error
+}
+
+// Audit actions of the consent API.
+const (
+	AuditConsentChanged   = "consent_changed"
+	AuditConsentWithdrawn = "consent_withdrawn"
+	AuditConsentImported  = "consent_imported"
+)
+
+// audit records an operation of the caller on subject (zero: none) before it is carried out: an
+// operation whose audit entry cannot be written is refused.
+func (s *Server) audit(r *http.Request, key gateway.APIKey, action string, subject gateway.Address, detail string) error {
+	if s.deps.Audit == nil {
+		return nil
+	}
+	return s.deps.Audit.AuditSubject(r.Context(), key.Tenant, actorOf(r, key), action, subject, detail)
 }
 
 // privacyRoutes registers the privacy routes (called from routes when Deps.Privacy is set).
@@ -47,16 +70,17 @@ func personSubject(raw string) (gateway.Address, error) {
 }
 
 type erasureJSON struct {
-	ID         string           `json:"id"`
-	Status     string           `json:"status"`
-	Report     map[string]int64 `json:"report"`
-	ErrorCode  string           `json:"error_code,omitempty"`
-	CreatedAt  time.Time        `json:"created_at"`
-	FinishedAt *time.Time       `json:"finished_at,omitempty"`
+	ID          string           `json:"id"`
+	Status      string           `json:"status"`
+	WholeTenant bool             `json:"whole_tenant,omitempty"`
+	Report      map[string]int64 `json:"report"`
+	ErrorCode   string           `json:"error_code,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+	FinishedAt  *time.Time       `json:"finished_at,omitempty"`
 }
 
 func erasureView(e store.Erasure) erasureJSON {
-	out := erasureJSON{ID: e.ID, Status: string(e.State), Report: e.Report, ErrorCode: e.ErrorCode, CreatedAt: e.CreatedAt.UTC()}
+	out := erasureJSON{ID: e.ID, Status: string(e.State), WholeTenant: e.WholeTenant, Report: e.Report, ErrorCode: e.ErrorCode, CreatedAt: e.CreatedAt.UTC()}
 	if out.Report == nil {
 		out.Report = map[string]int64{}
 	}
@@ -67,19 +91,33 @@ func erasureView(e store.Erasure) erasureJSON {
 	return out
 }
 
-// createErasure is POST /v1/erasures {subject}: 202 with the job; it runs in the background.
+// createErasure is POST /v1/erasures {subject} or, with an admin key, {tenant: true} (the key's
+// own tenant: there is no way to name another): 202 with the job; it runs in the background.
 func (s *Server) createErasure(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
 	var req struct {
 		Subject string `json:"subject"`
+		Tenant  bool   `json:"tenant"`
 	}
 	if err := s.decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	subject, err := personSubject(req.Subject)
-	if err != nil {
-		return err
+	var e store.Erasure
+	var err error
+	if req.Tenant {
+		if req.Subject != "" {
+			return gateway.FieldErrorf(gateway.EInvalidField, "tenant", "give either a subject or tenant: true, not both")
+		}
+		if !key.Admin {
+			return gateway.FieldErrorf(gateway.EForbidden, "tenant", "erasing the whole tenant needs an admin API key (switchboard keys create --admin)")
+		}
+		e, err = s.deps.Privacy.RequestTenantErasure(r.Context(), key.Tenant, actorOf(r, key))
+	} else {
+		var subject gateway.Address
+		if subject, err = personSubject(req.Subject); err != nil {
+			return err
+		}
+		e, err = s.deps.Privacy.RequestErasure(r.Context(), key.Tenant, actorOf(r, key), subject)
 	}
-	e, err := s.deps.Privacy.RequestErasure(r.Context(), key.Tenant, actorOf(r, key), subject)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,7 @@ type Metrics struct {
 	rejections    *prometheus.CounterVec
 	consentChange *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
+	retention     *prometheus.CounterVec
 }
 
 // New returns a Metrics with every collector registered on a fresh registry, together with the
@@ -106,6 +107,11 @@ func New(cfg Config) *Metrics {
 	}
 	m.reg.MustRegister(m.accepted, m.statuses, m.errors, m.latency, m.rejections, m.consentChange, m.webhooks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.retention = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "retention_purged_total",
+		Help: "Rows purged by the retention sweeper, per tenant and kind (content, messages, inbound, status_events).",
+	}, []string{"tenant", "kind"})
+	m.reg.MustRegister(m.retention)
 	if cfg.Backlogs != nil {
 		timeout := cfg.ScrapeTimeout
 		if timeout <= 0 {
@@ -165,6 +171,15 @@ func (m *Metrics) ConsentRejected(tenant string, ch gateway.Channel, point, code
 // ConsentChanged counts one recorded consent change (pipeline/consent's Metrics).
 func (m *Metrics) ConsentChanged(tenant string, ch gateway.Channel, state, source string) {
 	m.consentChange.WithLabelValues(tenant, string(ch), state, source).Inc()
+}
+
+// RetentionPurged counts what one retention sweep purged for tenant (pipeline/privacy's
+// Sweeper): message contents emptied, outbound and inbound messages deleted, status events
+// deleted with them.
+func (m *Metrics) RetentionPurged(tenant string, contents, messages, inbound, statusEvents int64) {
+	for kind, n := range map[string]int64{"content": contents, "messages": messages, "inbound": inbound, "status_events": statusEvents} {
+		m.retention.WithLabelValues(tenant, kind).Add(float64(n))
+	}
 }
 
 // backlogCollector asks for the consumers' backlogs at scrape time.

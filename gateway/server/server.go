@@ -67,6 +67,8 @@ type Options struct {
 	OnApplied func(ctx context.Context, applied []store.Applied)
 	// OnErasure sees every erasure job that finished (tests).
 	OnErasure func(store.Erasure)
+	// OnSweep sees every retention sweep's report per tenant (tests).
+	OnSweep func(tenant string, r privacy.SweepReport)
 	// Banner receives the few human lines printed at start (the dev API key); nil for none.
 	Banner func(format string, args ...any)
 	// ConfigFile, when set, is watched: a valid change swaps the automations in (an invalid one
@@ -167,6 +169,7 @@ func OpenStore(ctx context.Context, cfg *config.Config, dev bool, log zerolog.Lo
 	}
 	db, err := storesql.Open(ctx, storesql.Config{
 		Driver: cfg.Store.Driver, DSN: cfg.Store.DSN, BatchSize: cfg.Store.BatchSize, BatchWait: cfg.Store.BatchWait,
+		KeysDSN: cfg.Store.KeysDSN,
 	}, log)
 	if err != nil {
 		return nil, nil, err

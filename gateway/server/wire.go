@@ -86,6 +86,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Consent:   consentRegistry,
 		Privacy:   s.privacy,
 		Media:     s.db,
+		Audit:     s.privacy,
 		Channel:   s.opts.ChannelRoutes,
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),

@@ -155,9 +155,14 @@ func (s *Stage) Check(ctx context.Context, m *gateway.Message) error {
 		p.RequireOptIn = false
 	}
 	if rej := s.decide(p, chk); rej != nil {
-		s.Log.Info().Str("event", "consent_rejected").Str("point", s.Point).Str("msg_id", m.ID).Str("tenant", m.Tenant).
-			Str("channel", string(m.Channel)).Str("account", m.Account).Str("to", m.Peer.Masked()).
-			Str("subject", pipeline.ShortSubject(chk.Subject)).Str("error_code", rej.Code).Send()
+		ev := s.Log.Info().Str("event", "consent_rejected").Str("point", s.Point).Str("msg_id", m.ID).Str("tenant", m.Tenant).
+			Str("channel", string(m.Channel)).Str("account", m.Account)
+		if chk.Erased { // an erasure promised that no later log line ties to the subject
+			ev = ev.Bool("erased_subject", true)
+		} else {
+			ev = ev.Str("to", m.Peer.Masked()).Str("subject", pipeline.ShortSubject(chk.Subject))
+		}
+		ev.Str("error_code", rej.Code).Send()
 		if s.Metrics != nil {
 			s.Metrics.ConsentRejected(m.Tenant, m.Channel, s.Point, rej.Code)
 		}

@@ -25,11 +25,16 @@ import (
 // Store is what the service needs from the store (store/sql.DB implements it).
 type Store interface {
 	CreateErasure(ctx context.Context, tenant, subject, actor string) (store.Erasure, error)
+	CreateTenantErasure(ctx context.Context, tenant, actor string, claim bool) (store.Erasure, error)
 	Erasure(ctx context.Context, tenant, id string) (store.Erasure, error)
 	ClaimErasure(ctx context.Context, stale time.Duration) (e store.Erasure, subject string, ok bool, err error)
 	FailErasure(ctx context.Context, id, code string) error
+	FinishErasure(ctx context.Context, id string) error
+	AddErasureReport(ctx context.Context, id string, counts map[string]int64) error
 	DestroySubjectKey(ctx context.Context, tenant, subject string) (bool, error)
-	EraseSubjectRows(ctx context.Context, tenant, subject, jobID string, report map[string]int64) (pending []gateway.Dispatch, err error)
+	EraseSubjectRows(ctx context.Context, tenant, subject, jobID string) error
+	ErasurePending(ctx context.Context, tenant, jobID string) ([]gateway.Dispatch, error)
+	EraseTenant(ctx context.Context, tenant, keepKey string) (map[string]int64, error)
 	SetRestriction(ctx context.Context, tenant, subject, actor string, on bool) (bool, error)
 	Restricted(ctx context.Context, tenant, subject string) (bool, error)
 	SubjectMessages(ctx context.Context, tenant, subject, afterID string, limit int) ([]*gateway.Message, error)
@@ -45,12 +50,36 @@ type Indexer interface {
 	BlindIndex(ctx context.Context, tenant, identifier string) (string, error)
 }
 
+// Streams removes queued messages from the bus's work queues (gateway/bus.Bus implements it).
+type Streams interface {
+	// DeleteQueued deletes the tenant's messages with these ids (their Nats-Msg-Id) from the
+	// SEND and DISPATCH streams and returns how many it deleted.
+	DeleteQueued(ctx context.Context, tenant string, ids map[string]bool) (int, error)
+	// PurgeTenant deletes every queued message of the tenant from SEND and DISPATCH.
+	PurgeTenant(ctx context.Context, tenant string) (int, error)
+}
+
+// Contacts erases what channel libraries keep about a person outside the store's own tables: the
+// WhatsApp device store's Signal sessions, identity keys and LID mapping (gateway/server
+// implements it over store/wastore).
+type Contacts interface {
+	EraseContact(ctx context.Context, tenant string, subject gateway.Address) (int64, error)
+}
+
+// ReportChannelState counts the rows of channel state (WhatsApp sessions, identity keys, LID
+// mapping …) an erasure removed.
+const ReportChannelState = "channel_state"
+
 // Config wires a Service.
 type Config struct {
 	Store   Store              // required
 	Indexer Indexer            // required
 	Bus     pipeline.Publisher // optional: where the pending messages' final `rejected` events go
-	Log     zerolog.Logger
+	Streams Streams            // optional: where the erased pending messages are purged from
+	// Contacts, when set, erases the channels' own state about the subject. It runs when the
+	// erasure is requested: the job keeps only the blind index, from which no phone number follows.
+	Contacts Contacts
+	Log      zerolog.Logger
 	// Stale is how long a job may stay running before another worker takes it over (its process
 	// died); default 5 minutes.
 	Stale time.Duration
@@ -113,23 +142,47 @@ func (s *Service) index(ctx context.Context, tenant string, subject gateway.Addr
 // audit appends an entry to the audit log; an operation whose audit entry cannot be written is
 // not carried out.
 func (s *Service) audit(ctx context.Context, tenant string, actor store.Actor, action, subjectIndex, detail string) error {
+	target := ""
+	if subjectIndex != "" {
+		target = crypt.ShortSubject(subjectIndex)
+	}
 	return s.cfg.Store.AppendAudit(ctx, store.AuditEntry{At: s.cfg.Clock(), Tenant: tenant, Actor: actor, Action: action,
-		Target: crypt.ShortSubject(subjectIndex), Detail: detail})
+		Target: target, Detail: detail})
 }
 
 // Audit actions.
 const (
 	AuditErasure         = "erasure_requested"
+	AuditTenantErasure   = "tenant_erasure"
 	AuditExport          = "export"
 	AuditRestrictionSet  = "restriction_set"
 	AuditRestrictionLift = "restriction_lifted"
 )
+
+// AuditSubject appends an operation on subject (zero: none, as for a bulk import) to the audit
+// log, the subject named by its blind index only.
+func (s *Service) AuditSubject(ctx context.Context, tenant string, actor store.Actor, action string, subject gateway.Address, detail string) error {
+	idx := ""
+	if subject.Value != "" {
+		var err error
+		if idx, err = s.index(ctx, tenant, subject); err != nil {
+			return err
+		}
+	}
+	return s.audit(ctx, tenant, actor, action, idx, detail)
+}
 
 // RequestErasure records an erasure job for subject and wakes the worker.
 func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store.Actor, subject gateway.Address) (store.Erasure, error) {
 	idx, err := s.index(ctx, tenant, subject)
 	if err != nil {
 		return store.Erasure{}, err
+	}
+	var channelRows int64
+	if s.cfg.Contacts != nil {
+		if channelRows, err = s.cfg.Contacts.EraseContact(ctx, tenant, subject); err != nil {
+			return store.Erasure{}, err
+		}
 	}
 	e, err := s.cfg.Store.CreateErasure(ctx, tenant, idx, actor.KeyID)
 	if err != nil {
@@ -138,12 +191,60 @@ func (s *Service) RequestErasure(ctx context.Context, tenant string, actor store
 	if err := s.audit(ctx, tenant, actor, AuditErasure, idx, e.ID); err != nil {
 		return e, err
 	}
+	if channelRows > 0 {
+		if err := s.cfg.Store.AddErasureReport(ctx, e.ID, map[string]int64{ReportChannelState: channelRows}); err != nil {
+			return e, err
+		}
+	}
 	s.cfg.Log.Info().Str("event", "erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
+	s.wakeWorker()
+	return e, nil
+}
+
+func (s *Service) wakeWorker() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// RequestTenantErasure records a job that erases the whole tenant and wakes the worker. Only an
+// admin API key may ask for it (the API checks the scope).
+func (s *Service) RequestTenantErasure(ctx context.Context, tenant string, actor store.Actor) (store.Erasure, error) {
+	e, err := s.createTenantJob(ctx, tenant, actor, false)
+	if err != nil {
+		return e, err
+	}
+	s.wakeWorker()
 	return e, nil
+}
+
+// createTenantJob audits and records a tenant erasure job (claimed by the caller when claim is set).
+func (s *Service) createTenantJob(ctx context.Context, tenant string, actor store.Actor, claim bool) (store.Erasure, error) {
+	if err := s.audit(ctx, tenant, actor, AuditTenantErasure, "", ""); err != nil {
+		return store.Erasure{}, err
+	}
+	e, err := s.cfg.Store.CreateTenantErasure(ctx, tenant, actor.KeyID, claim)
+	if err == nil {
+		s.cfg.Log.Warn().Str("event", "tenant_erasure_requested").Str("erasure_id", e.ID).Str("tenant", tenant).Str("actor", actor.KeyID).Send()
+	}
+	return e, err
+}
+
+// EraseTenant erases the whole tenant in this call (the operator's CLI): the same job the worker
+// runs for RequestTenantErasure, claimed at once.
+func (s *Service) EraseTenant(ctx context.Context, tenant string, actor store.Actor) (store.Erasure, error) {
+	job, err := s.createTenantJob(ctx, tenant, actor, true)
+	if err != nil {
+		return job, err
+	}
+	if err := s.eraseTenant(ctx, job); err != nil {
+		if ctx.Err() == nil {
+			err = errors.Join(err, s.cfg.Store.FailErasure(ctx, job.ID, gateway.ErrorCode(err)))
+		}
+		return job, err
+	}
+	return s.cfg.Store.Erasure(ctx, tenant, job.ID)
 }
 
 // Erasure returns one of the tenant's erasure jobs.
@@ -181,7 +282,11 @@ func (s *Service) RunOnce(ctx context.Context) (worked bool, err error) {
 		return false, err
 	}
 	start := s.cfg.Clock()
-	report, err := s.erase(ctx, job, subject)
+	if job.WholeTenant {
+		err = s.eraseTenant(ctx, job)
+	} else {
+		err = s.erase(ctx, job, subject)
+	}
 	if err != nil {
 		code := gateway.ErrorCode(err)
 		if ctx.Err() != nil {
@@ -195,9 +300,11 @@ func (s *Service) RunOnce(ctx context.Context) (worked bool, err error) {
 		return true, nil
 	}
 	ev := s.cfg.Log.Info().Str("event", "erasure_done").Str("erasure_id", job.ID).Str("tenant", job.Tenant).
-		Dur("took", s.cfg.Clock().Sub(start))
-	for k, v := range report {
-		ev = ev.Int64(k, v)
+		Bool("whole_tenant", job.WholeTenant).Dur("took", s.cfg.Clock().Sub(start))
+	if e, err := s.cfg.Store.Erasure(ctx, job.Tenant, job.ID); err == nil {
+		for k, v := range e.Report {
+			ev = ev.Int64(k, v)
+		}
 	}
 	ev.Send()
 	s.done(ctx, job)
@@ -213,22 +320,64 @@ func (s *Service) done(ctx context.Context, job store.Erasure) {
 	}
 }
 
+// ReportStreamMessages counts the queued messages an erasure deleted from the streams.
+const ReportStreamMessages = "stream_messages"
+
+// eraseTenant destroys the tenant key, deletes every row of the tenant (channel credentials and
+// the WhatsApp device store included: they live in tables with a tenant column) and its queued
+// messages. The requesting API key stays, so its holder can read the report.
+func (s *Service) eraseTenant(ctx context.Context, job store.Erasure) error {
+	report, err := s.cfg.Store.EraseTenant(ctx, job.Tenant, job.Actor)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Streams != nil {
+		n, err := s.cfg.Streams.PurgeTenant(ctx, job.Tenant)
+		if err != nil {
+			return err
+		}
+		report[ReportStreamMessages] = int64(n)
+	}
+	if err := s.cfg.Store.AddErasureReport(ctx, job.ID, report); err != nil {
+		return err
+	}
+	return s.cfg.Store.FinishErasure(ctx, job.ID)
+}
+
 // erase shreds the subject's key first (from then on nothing of the subject opens: not in the
-// database, its backups or the stream files), deletes its rows, then ends its pending messages
-// with `rejected subject_erased` — after the rows are gone, so the status recorder has no row
-// and writes no delivery line naming the subject.
-func (s *Service) erase(ctx context.Context, job store.Erasure, subject string) (map[string]int64, error) {
-	report := map[string]int64{}
+// database, its backups or the stream files), deletes its rows, purges its pending messages from
+// the streams and ends them with `rejected subject_erased` — after the rows are gone, so the
+// status recorder has no row and writes no delivery line naming the subject. Every step can run
+// again: a job taken over after a crash carries on from the pending list its first run stored.
+func (s *Service) erase(ctx context.Context, job store.Erasure, subject string) error {
 	destroyed, err := s.cfg.Store.DestroySubjectKey(ctx, job.Tenant, subject)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if destroyed {
-		report[storesql.ReportKeys] = 1
+		if err := s.cfg.Store.AddErasureReport(ctx, job.ID, map[string]int64{storesql.ReportKeys: 1}); err != nil {
+			return err
+		}
 	}
-	pending, err := s.cfg.Store.EraseSubjectRows(ctx, job.Tenant, subject, job.ID, report)
+	if err := s.cfg.Store.EraseSubjectRows(ctx, job.Tenant, subject, job.ID); err != nil {
+		return err
+	}
+	pending, err := s.cfg.Store.ErasurePending(ctx, job.Tenant, job.ID)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	if s.cfg.Streams != nil && len(pending) > 0 {
+		ids := make(map[string]bool, len(pending))
+		for _, d := range pending {
+			ids[d.MessageID] = true
+		}
+		n, err := s.cfg.Streams.DeleteQueued(ctx, job.Tenant, ids)
+		if err != nil {
+			return err
+		}
+		if err := s.cfg.Store.AddErasureReport(ctx, job.ID, map[string]int64{ReportStreamMessages: int64(n)}); err != nil {
+			return err
+		}
 	}
 	if s.cfg.Bus != nil {
 		now := s.cfg.Clock().UTC()
@@ -237,11 +386,11 @@ func (s *Service) erase(ctx context.Context, job store.Erasure, subject string) 
 				Status: gateway.StatusRejected, At: now,
 				Error: &gateway.ErrorDetail{Code: gateway.ESubjectErased, Message: "the recipient's data was erased"}}
 			if err := pipeline.PublishStatus(ctx, s.cfg.Bus, ev); err != nil {
-				return report, err
+				return err
 			}
 		}
 	}
-	return report, nil
+	return s.cfg.Store.FinishErasure(ctx, job.ID)
 }
 
 // SetRestriction restricts processing for subject (on) or lifts it; changed=false when it

@@ -519,9 +519,13 @@ func TestTenantErasure(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	report, err := e.db.EraseTenant(ctx, "acme")
+	job, err := e.svc.EraseTenant(ctx, "acme", store.Actor{KeyID: "cli"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	report := job.Report
+	if job.State != store.ErasureDone || !job.WholeTenant {
+		t.Fatalf("job %+v", job)
 	}
 	if report["tenant_keys"] != 1 || report[storesql.ReportKeys] != 2 || report[storesql.ReportMessages] != 2 || report["other_pkg"] != 1 {
 		t.Fatalf("report %v", report)
@@ -543,7 +547,7 @@ func TestTenantErasure(t *testing.T) {
 		if err := e.db.SQL().QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(*) FROM %q WHERE tenant = 'acme'", tbl)).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		kept := tbl == "usage_daily" || tbl == "audit_log"
+		kept := tbl == "usage_daily" || tbl == "audit_log" || tbl == "erasures"
 		if (n > 0) != kept {
 			t.Errorf("table %s: %d rows of the erased tenant", tbl, n)
 		}

@@ -235,7 +235,7 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 		return store.ConsentCheck{}, err
 	}
 	out := store.ConsentCheck{Subject: index}
-	rows, err := db.readRows(ctx, db.q(`SELECT 'c', category, state, 0 FROM consents WHERE tenant = ? AND channel = ? AND subject = ?
+	rows, err := db.readRows(ctx, db.q(`SELECT 'c', category, state, CASE WHEN source = 'erasure' THEN 1 ELSE 0 END FROM consents WHERE tenant = ? AND channel = ? AND subject = ?
 		UNION ALL SELECT 'w', '', '', last_inbound_at FROM consent_windows WHERE tenant = ? AND channel = ? AND subject = ?
 		UNION ALL SELECT 'b', '', '', 0 FROM consent_bypass WHERE tenant = ? AND message_id = ? AND subject = ?`),
 		tenant, string(channel), index, tenant, string(channel), index, tenant, messageID, index)
@@ -254,6 +254,7 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 			if cat != "" && cat != category {
 				continue
 			}
+			out.Erased = out.Erased || at == 1 // for 'c' rows the last column says source = erasure
 			switch store.ConsentState(state) {
 			case store.ConsentOptedOut:
 				out.OptedOut = true

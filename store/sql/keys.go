@@ -120,17 +120,30 @@ func (db *DB) CreateAPIKey(ctx context.Context, tenant, name, secret string) (ga
 // APIKeyBySecret implements store.Tenants. Revoked keys are not found.
 func (db *DB) APIKeyBySecret(ctx context.Context, secret string) (gateway.APIKey, error) {
 	var k gateway.APIKey
-	var created int64
-	err := db.readRow(ctx, db.q("SELECT id, tenant, name, prefix, created_at FROM api_keys WHERE hash = ? AND revoked_at IS NULL"),
-		hashSecret(secret)).Scan(&k.ID, &k.Tenant, &k.Name, &k.Prefix, &created)
+	var created, admin int64
+	err := db.readRow(ctx, db.q("SELECT id, tenant, name, prefix, created_at, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL"),
+		hashSecret(secret)).Scan(&k.ID, &k.Tenant, &k.Name, &k.Prefix, &created, &admin)
 	if errors.Is(err, dbsql.ErrNoRows) {
 		return gateway.APIKey{}, gateway.Errorf(gateway.ENotFound, "no such API key")
 	}
 	if err != nil {
 		return gateway.APIKey{}, dbErr("read api key", err)
 	}
-	k.CreatedAt = fromMicros(created)
+	k.CreatedAt, k.Admin = fromMicros(created), admin != 0
 	return k, nil
+}
+
+// GrantAdmin gives one of the tenant's live API keys the admin scope (it may erase the tenant);
+// ENotFound when there is no such key.
+func (db *DB) GrantAdmin(ctx context.Context, tenant, id string) error {
+	res, err := db.writer.ExecContext(ctx, db.q("UPDATE api_keys SET admin = 1 WHERE tenant = ? AND id = ? AND revoked_at IS NULL"), tenant, id)
+	if err != nil {
+		return dbErr("grant admin", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return gateway.Errorf(gateway.ENotFound, "no live API key %s", id)
+	}
+	return nil
 }
 
 // RevokeAPIKey marks one of the tenant's keys revoked; ENotFound when it has no such live key.

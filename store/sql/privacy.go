@@ -32,25 +32,48 @@ const eraseChunk = 2000
 
 // CreateErasure records a pending erasure job for subject (a blind index).
 func (db *DB) CreateErasure(ctx context.Context, tenant, subject, actor string) (store.Erasure, error) {
-	e := store.Erasure{ID: gateway.NewID("era"), Tenant: tenant, State: store.ErasurePending, Actor: actor,
+	return db.createErasure(ctx, tenant, dbsql.NullString{String: subject, Valid: true}, actor, store.ErasurePending)
+}
+
+// CreateTenantErasure records a job that erases the whole tenant: pending for the worker, or
+// running (claimed by the caller, who carries it out at once) when claim is set.
+func (db *DB) CreateTenantErasure(ctx context.Context, tenant, actor string, claim bool) (store.Erasure, error) {
+	state := store.ErasurePending
+	if claim {
+		state = store.ErasureRunning
+	}
+	return db.createErasure(ctx, tenant, dbsql.NullString{}, actor, state)
+}
+
+func (db *DB) createErasure(ctx context.Context, tenant string, subject dbsql.NullString, actor string, state store.ErasureState) (store.Erasure, error) {
+	e := store.Erasure{ID: gateway.NewID("era"), Tenant: tenant, WholeTenant: !subject.Valid, State: state, Actor: actor,
 		Report: map[string]int64{}, CreatedAt: db.now().UTC().Truncate(time.Microsecond)}
-	_, err := db.writer.ExecContext(ctx, db.q(`INSERT INTO erasures (id, tenant, subject, state, actor, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`), e.ID, tenant, subject, string(e.State), actor, micros(e.CreatedAt))
+	_, err := db.writer.ExecContext(ctx, db.q(`INSERT INTO erasures (id, tenant, subject, whole_tenant, state, actor, created_at, claimed_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), e.ID, tenant, subject, boolInt(e.WholeTenant), string(e.State), actor, micros(e.CreatedAt), micros(e.CreatedAt))
 	if err != nil {
 		return store.Erasure{}, dbErr("create erasure", err)
 	}
 	return e, nil
 }
 
-const erasureColumns = "id, tenant, state, actor, report, error_code, created_at, finished_at"
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+const erasureColumns = "id, tenant, whole_tenant, state, actor, report, error_code, created_at, finished_at"
 
 func scanErasure(sc scanner) (store.Erasure, error) {
 	var e store.Erasure
 	var state, report string
 	var created, finished int64
-	if err := sc.Scan(&e.ID, &e.Tenant, &state, &e.Actor, &report, &e.ErrorCode, &created, &finished); err != nil {
+	var whole int
+	if err := sc.Scan(&e.ID, &e.Tenant, &whole, &state, &e.Actor, &report, &e.ErrorCode, &created, &finished); err != nil {
 		return e, err
 	}
+	e.WholeTenant = whole != 0
 	e.State, e.CreatedAt = store.ErasureState(state), fromMicros(created)
 	if finished != 0 {
 		e.FinishedAt = fromMicros(finished)
@@ -82,8 +105,10 @@ func (db *DB) ClaimErasure(ctx context.Context, stale time.Duration) (e store.Er
 	err = db.write(ctx, "claim erasure", func(ctx context.Context, tx *wtx) error {
 		ok = false
 		var id string
+		var sub dbsql.NullString
 		err := tx.queryRow(ctx, `SELECT id, subject FROM erasures WHERE state = 'pending' OR (state = 'running' AND claimed_at < ?)
-			ORDER BY created_at LIMIT 1`, micros(now.Add(-stale))).Scan(&id, &subject)
+			ORDER BY created_at LIMIT 1`, micros(now.Add(-stale))).Scan(&id, &sub)
+		subject = sub.String
 		if errors.Is(err, dbsql.ErrNoRows) {
 			return nil
 		}
@@ -108,68 +133,142 @@ func (db *DB) ClaimErasure(ctx context.Context, stale time.Duration) (e store.Er
 
 // FailErasure ends a job failed with code; the subject's index is dropped from it.
 func (db *DB) FailErasure(ctx context.Context, id, code string) error {
-	_, err := db.writer.ExecContext(ctx, db.q("UPDATE erasures SET state = 'failed', subject = NULL, error_code = ?, finished_at = ? WHERE id = ?"),
-		code, micros(db.now()), id)
-	if err != nil {
-		return dbErr("fail erasure", err)
+	return db.endErasure(ctx, id, store.ErasureFailed, code)
+}
+
+// FinishErasure ends a job done: the subject's index and its pending list are dropped.
+func (db *DB) FinishErasure(ctx context.Context, id string) error {
+	return db.endErasure(ctx, id, store.ErasureDone, "")
+}
+
+func (db *DB) endErasure(ctx context.Context, id string, state store.ErasureState, code string) error {
+	return db.write(ctx, "end erasure", func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.exec(ctx, "DELETE FROM erasure_pending WHERE erasure_id = ?", id); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, "UPDATE erasures SET state = ?, subject = NULL, error_code = ?, finished_at = ? WHERE id = ?",
+			string(state), code, micros(db.now()), id)
+		return err
+	})
+}
+
+// AddErasureReport adds counts to a job's report, durably: a job resumed after a crash reports
+// what its first run removed too.
+func (db *DB) AddErasureReport(ctx context.Context, id string, counts map[string]int64) error {
+	return db.write(ctx, "erasure report", func(ctx context.Context, tx *wtx) error {
+		return addErasureReport(ctx, tx, id, counts)
+	})
+}
+
+func addErasureReport(ctx context.Context, tx *wtx, id string, counts map[string]int64) error {
+	return updateErasureReport(ctx, tx, id, func(report map[string]int64) {
+		for k, v := range counts {
+			report[k] += v
+		}
+	})
+}
+
+func setErasureReport(ctx context.Context, tx *wtx, id, kind string, n int64) error {
+	return updateErasureReport(ctx, tx, id, func(report map[string]int64) { report[kind] = n })
+}
+
+func updateErasureReport(ctx context.Context, tx *wtx, id string, change func(map[string]int64)) error {
+	var raw string
+	if err := tx.queryRow(ctx, "SELECT report FROM erasures WHERE id = ?", id).Scan(&raw); err != nil {
+		return err
 	}
-	return nil
+	report := map[string]int64{}
+	if err := json.Unmarshal([]byte(raw), &report); err != nil {
+		return err
+	}
+	change(report)
+	js, err := json.Marshal(report)
+	if err != nil {
+		return err
+	}
+	_, err = tx.exec(ctx, "UPDATE erasures SET report = ? WHERE id = ?", string(js), id)
+	return err
+}
+
+// ErasurePending returns the outbound messages the job deleted before they left the gateway.
+func (db *DB) ErasurePending(ctx context.Context, tenant, id string) ([]gateway.Dispatch, error) {
+	rows, err := db.writer.QueryContext(ctx, db.q("SELECT message_id, channel, account, hops FROM erasure_pending WHERE erasure_id = ? ORDER BY message_id"), id)
+	if err != nil {
+		return nil, dbErr("read erasure pending", err)
+	}
+	defer rows.Close()
+	var out []gateway.Dispatch
+	for rows.Next() {
+		d := gateway.Dispatch{Tenant: tenant}
+		var ch string
+		if err := rows.Scan(&d.MessageID, &ch, &d.Account, &d.Hops); err != nil {
+			return nil, dbErr("read erasure pending", err)
+		}
+		d.Channel = gateway.Channel(ch)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("read erasure pending", err)
+	}
+	return out, nil
 }
 
 // EraseSubjectRows deletes everything stored about subject in tenant — messages (both
 // directions), their status history, consent state and evidence, the reply window, opt-out
 // bypasses and a restriction — keeping only a suppression entry: the subject's opted-out
 // consent rows, which hold nothing but the blind index, channel, category and state. Messages go
-// in chunks; the rest, and the job's completion (report, subject index dropped), in one last
-// transaction. report is added to. It returns the outbound messages it deleted that had not
-// left the gateway (accepted or queued), so their senders can be told they end rejected. Call
-// DestroySubjectKey first.
-func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID string, report map[string]int64) ([]gateway.Dispatch, error) {
-	var pending []gateway.Dispatch
+// in chunks; each chunk records, in its own transaction, the outbound messages it deleted that
+// had not left the gateway (accepted or queued: ErasurePending) and adds its counts to the job's
+// report. Running it again after a crash carries on where it stopped. Call DestroySubjectKey
+// first and FinishErasure once the pending messages are dealt with.
+func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID string) error {
 	for {
-		var msgs, events int64
-		var chunkPending []gateway.Dispatch
+		var msgs int64
 		err := db.write(ctx, "erase messages", func(ctx context.Context, tx *wtx) error {
-			msgs, events, chunkPending = 0, 0, nil
-			rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT id, direction, status, channel, account, hops FROM messages
-				WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
+			msgs = 0
+			rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT id FROM messages WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
 			if err != nil {
 				return err
 			}
 			var ids []any
 			for rows.Next() {
-				var id, dir, status, ch, account string
-				var hops int
-				if err := rows.Scan(&id, &dir, &status, &ch, &account, &hops); err != nil {
+				var id string
+				if err := rows.Scan(&id); err != nil {
 					rows.Close()
 					return err
 				}
 				ids = append(ids, id)
-				if gateway.Direction(dir) == gateway.Outbound && (gateway.Status(status) == gateway.StatusAccepted || gateway.Status(status) == gateway.StatusQueued) {
-					chunkPending = append(chunkPending, gateway.Dispatch{MessageID: id, Tenant: tenant, Channel: gateway.Channel(ch), Account: account, Hops: hops})
-				}
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil || len(ids) == 0 {
 				return err
 			}
+			// The outbound messages that had not left the gateway, recorded with their deletion.
+			res, err := tx.exec(ctx, `INSERT INTO erasure_pending (erasure_id, message_id, channel, account, hops)
+				SELECT ?, id, channel, account, hops FROM messages
+				WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`) AND direction = ? AND status IN (?, ?)
+				ON CONFLICT DO NOTHING`,
+				append(append([]any{jobID}, ids...), string(gateway.Outbound), string(gateway.StatusAccepted), string(gateway.StatusQueued))...)
+			if err != nil {
+				return err
+			}
+			pending, _ := res.RowsAffected()
+			var events int64
 			msgs, events, err = deleteMessages(ctx, tx, ids)
-			return err
+			if err != nil {
+				return err
+			}
+			return addErasureReport(ctx, tx, jobID, map[string]int64{ReportMessages: msgs, ReportStatusEvents: events, ReportPendingStopped: pending})
 		})
 		if err != nil {
-			return pending, err
+			return err
 		}
-		pending = append(pending, chunkPending...)
-		report[ReportMessages] += msgs
-		report[ReportStatusEvents] += events
 		if msgs == 0 {
 			break
 		}
 	}
-	report[ReportPendingStopped] += int64(len(pending))
-	var counts map[string]int64
-	err := db.write(ctx, "erase subject", func(ctx context.Context, tx *wtx) error {
-		counts = map[string]int64{}
+	return db.write(ctx, "erase subject", func(ctx context.Context, tx *wtx) error {
+		counts := map[string]int64{}
 		for _, d := range []struct{ kind, query string }{
 			{ReportConsents, "DELETE FROM consents WHERE tenant = ? AND subject = ? AND state <> 'opted_out'"},
 			{ReportConsentEvents, "DELETE FROM consent_events WHERE tenant = ? AND subject = ?"},
@@ -184,34 +283,19 @@ func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID strin
 			}
 			counts[d.kind], _ = res.RowsAffected()
 		}
-		// What stays: the opt-outs, reduced to a suppression entry (no evidence points at them).
-		res, err := tx.exec(ctx, "UPDATE consents SET source = 'admin' WHERE tenant = ? AND subject = ? AND state = 'opted_out'", tenant, subject)
+		// What stays: the opt-outs, reduced to a suppression entry (no evidence points at them),
+		// marked so that a refused send to the subject is logged without naming it.
+		res, err := tx.exec(ctx, "UPDATE consents SET source = 'erasure' WHERE tenant = ? AND subject = ? AND state = 'opted_out'", tenant, subject)
 		if err != nil {
 			return err
 		}
-		counts[ReportSuppressions], _ = res.RowsAffected()
-		full := map[string]int64{}
-		for k, v := range report {
-			full[k] = v
-		}
-		for k, v := range counts {
-			full[k] += v
-		}
-		js, err := json.Marshal(full)
-		if err != nil {
+		if err := addErasureReport(ctx, tx, jobID, counts); err != nil {
 			return err
 		}
-		_, err = tx.exec(ctx, "UPDATE erasures SET state = 'done', subject = NULL, report = ?, finished_at = ? WHERE id = ?",
-			string(js), micros(db.now()), jobID)
-		return err
+		// Set, not added: a resumed job finds the same entries again.
+		kept, _ := res.RowsAffected()
+		return setErasureReport(ctx, tx, jobID, ReportSuppressions, kept)
 	})
-	if err != nil {
-		return pending, err
-	}
-	for k, v := range counts {
-		report[k] += v
-	}
-	return pending, nil
 }
 
 // SetRestriction restricts processing for subject (on) or lifts the restriction; changed is

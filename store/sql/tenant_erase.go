@@ -6,9 +6,9 @@ import (
 	"sort"
 )
 
-// keptOnTenantErasure are the tables a tenant erasure leaves: usage counts (billing) and the
-// audit log, neither of which holds content or identifiers.
-var keptOnTenantErasure = map[string]bool{"usage_daily": true, "audit_log": true}
+// keptOnTenantErasure are the tables a tenant erasure leaves: usage counts (billing), the audit
+// log and the erasure jobs (counts per kind), none of which holds content or identifiers.
+var keptOnTenantErasure = map[string]bool{"usage_daily": true, "audit_log": true, "erasures": true}
 
 // tenantTables lists the data database's tables with a tenant column: this store's and those
 // other packages keep in the same database (channel credentials, the WhatsApp device store …),
@@ -43,9 +43,11 @@ func (db *DB) tenantTables(ctx context.Context) ([]string, error) {
 // (crypto-shredding: nothing of the tenant opens any more, wherever a copy is), then every row
 // of the tenant in every table with a tenant column, messages in chunks (counted into the usage
 // counts first), then the tenant itself. Usage counts and the audit log stay. It returns the rows
-// removed per table. Stop serving the tenant (remove it from the config) before erasing it: a
-// running gateway would otherwise recreate it on its next message.
-func (db *DB) EraseTenant(ctx context.Context, tenant string) (map[string]int64, error) {
+// removed per table. keepKey, when set, is an API key of the tenant left in place (only its hash),
+// so the admin who asked for the erasure by API can read the job's report; revoke it afterwards.
+// Stop serving the tenant (remove it from the config) before or right after erasing it: a running
+// gateway would otherwise recreate it on its next message.
+func (db *DB) EraseTenant(ctx context.Context, tenant, keepKey string) (map[string]int64, error) {
 	report := map[string]int64{}
 	tx, err := db.vault.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -111,7 +113,11 @@ func (db *DB) EraseTenant(ctx context.Context, tenant string) (map[string]int64,
 	err = db.write(ctx, "erase tenant", func(ctx context.Context, tx *wtx) error {
 		counts = map[string]int64{}
 		for _, t := range tables {
-			res, err := tx.exec(ctx, fmt.Sprintf("DELETE FROM %q WHERE tenant = ?", t), tenant)
+			query, args := fmt.Sprintf("DELETE FROM %q WHERE tenant = ?", t), []any{tenant}
+			if t == "api_keys" {
+				query, args = query+" AND id <> ?", append(args, keepKey)
+			}
+			res, err := tx.exec(ctx, query, args...)
 			if err != nil {
 				return err
 			}
