@@ -62,8 +62,7 @@ func TestErasureDeletesTags(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		report := map[string]int64{}
-		if _, err := e.db.EraseSubjectRows(ctx, "acme", index, job.ID, report); err != nil {
+		if err := e.db.EraseSubjectRows(ctx, "acme", index, job.ID); err != nil {
 			t.Fatal(err)
 		}
 		if tags, _ := e.db.Tags(ctx, "acme", ann); len(tags) != 0 {
@@ -86,7 +85,7 @@ func TestErasureDeletesTags(t *testing.T) {
 		if err := e.db.MarkActionDone(ctx, "acme", "automation:x:r:0", time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.db.EraseTenant(ctx, "acme"); err != nil {
+		if _, err := e.db.EraseTenant(ctx, "acme", ""); err != nil {
 			t.Fatal(err)
 		}
 		for _, table := range []string{"contact_tags", "automation_fired", "automation_actions"} {
