@@ -1,0 +1,199 @@
+package delivery_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
+	"github.com/switchboard-gateway/switchboard/store"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+)
+
+func openStore(t *testing.T) *storesql.DB {
+	t.Helper()
+	db, _, err := storesql.OpenEncrypted(t.Context(), storesql.Config{Driver: storesql.SQLite, DSN: filepath.Join(t.TempDir(), "sb.db")},
+		[]crypt.MasterKey{{ID: "mk", Key: bytes.Repeat([]byte{3}, crypt.KeySize)}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// disableWatch is the real store, telling the test when an endpoint is disabled.
+type disableWatch struct {
+	*storesql.DB
+	disabled chan string
+}
+
+func (w disableWatch) SetWebhookDisabled(ctx context.Context, tenant, id string, at time.Time, reason string) error {
+	err := w.DB.SetWebhookDisabled(ctx, tenant, id, at, reason)
+	w.disabled <- id + ":" + reason
+	return err
+}
+
+type hit struct {
+	id     string
+	header http.Header
+	body   []byte
+}
+
+func runDispatcher(t *testing.T, cfg delivery.Config) *delivery.Dispatcher {
+	t.Helper()
+	d, err := delivery.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return d
+}
+
+func publish(t *testing.T, b *bus.Bus, msgID string, st gateway.Status, at time.Time) {
+	t.Helper()
+	if err := pipeline.PublishStatus(context.Background(), b, gateway.StatusEvent{
+		MessageID: msgID, Tenant: "acme", Channel: gateway.WhatsApp, Account: "sales", Status: st, At: at,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func next(t *testing.T, hits <-chan hit) hit {
+	t.Helper()
+	select {
+	case h := <-hits:
+		return h
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook arrived")
+	}
+	return hit{}
+}
+
+// TestStoredEndpointsFollowTheStore creates an endpoint in the store while the dispatcher runs:
+// it receives events without a restart and every attempt is in the delivery log; a rotated secret
+// signs beside the old one; a deleted endpoint's consumer is removed from the stream.
+func TestStoredEndpointsFollowTheStore(t *testing.T) {
+	b := openBus(t)
+	db := openStore(t)
+	hits := make(chan hit, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
+	}))
+	defer srv.Close()
+	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: db, Refresh: time.Hour, Log: zerolog.Nop()})
+
+	first := delivery.NewSecret()
+	now := time.Now()
+	if err := db.CreateWebhook(t.Context(), store.Webhook{ID: "wh_1", Tenant: "acme", URL: srv.URL, AllowPrivate: true,
+		Events: []string{delivery.EventMessageStatus}, Secrets: []store.WebhookSecret{{Value: first, CreatedAt: now}}}); err != nil {
+		t.Fatal(err)
+	}
+	d.Changed()
+	publish(t, b, "msg_1", gateway.StatusSent, now)
+	h := next(t, hits)
+	if err := verify(first, h.header, h.body, time.Now()); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	log, _, err := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 10)
+	if err != nil || len(log) != 1 {
+		t.Fatalf("delivery log %+v %v", log, err)
+	}
+	if a := log[0]; a.Event != delivery.EventMessageStatus || a.EventID != h.id || a.MessageID != "msg_1" || a.Attempt != 1 ||
+		a.StatusCode != http.StatusOK || a.Error != "" || a.At.IsZero() {
+		t.Fatalf("log line %+v", a)
+	}
+
+	second := delivery.NewSecret()
+	if _, err := db.RotateWebhookSecret(t.Context(), "acme", "wh_1", second, time.Now(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	d.Changed()
+	// The swap happens on the sync; each event after it is signed by both secrets.
+	for i := 0; ; i++ {
+		publish(t, b, "msg_2", gateway.StatusSent, time.Now())
+		h = next(t, hits)
+		if verify(second, h.header, h.body, time.Now()) == nil {
+			break
+		}
+		if i == 20 {
+			t.Fatal("the rotated secret never signed")
+		}
+	}
+	if err := verify(first, h.header, h.body, time.Now()); err != nil {
+		t.Fatalf("during the overlap the old secret verifies too: %v", err)
+	}
+
+	if err := db.DeleteWebhook(t.Context(), "acme", "wh_1"); err != nil {
+		t.Fatal(err)
+	}
+	d.Changed()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := b.Backlog(t.Context(), bus.StreamStatus, "webhook_acme_wh_1_status")
+		if gateway.ErrorCode(err) == gateway.ENotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted endpoint's consumer is still there: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // no event marks the deletion: poll with a deadline
+	}
+}
+
+// TestPersistentFailureDisablesTheEndpoint: an endpoint whose every attempt fails past the retry
+// period is disabled after DisableAfter events given up, with a reason, and stops consuming.
+func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
+	b := openBus(t)
+	db := openStore(t)
+	watch := disableWatch{DB: db, disabled: make(chan string, 1)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	clock := &fakeClock{now: time.Now()}
+	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Clock: clock,
+		MaxAge: time.Hour, DisableAfter: 2, Jitter: func() float64 { return 0 }, Log: zerolog.Nop()})
+	if err := db.CreateWebhook(t.Context(), store.Webhook{ID: "wh_1", Tenant: "acme", URL: srv.URL, AllowPrivate: true,
+		Secrets: []store.WebhookSecret{{Value: delivery.NewSecret(), CreatedAt: clock.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	d.Changed()
+	publish(t, b, "msg_1", gateway.StatusSent, clock.Now())
+	publish(t, b, "msg_2", gateway.StatusSent, clock.Now())
+	select {
+	case got := <-watch.disabled:
+		if got != "wh_1:"+delivery.DisabledPersistentFailure {
+			t.Fatalf("disabled %s", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the failing endpoint was never disabled")
+	}
+	w, err := db.Webhook(t.Context(), "acme", "wh_1")
+	if err != nil || w.DisabledAt.IsZero() {
+		t.Fatalf("stored %+v %v", w, err)
+	}
+	log, _, _ := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 500)
+	if len(log) < 2 || log[0].Error != "http_5xx" || log[0].StatusCode != http.StatusBadGateway {
+		t.Fatalf("delivery log %+v", log)
+	}
+}
