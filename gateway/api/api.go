@@ -106,6 +106,8 @@ type Deps struct {
 	Events EventSource
 	// Metrics, when set, serves GET /metrics (Prometheus exposition, no API key).
 	Metrics http.Handler
+	// Webhooks, when set, serves /v1/webhooks (webhooks.go).
+	Webhooks WebhookRegistry
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
@@ -182,6 +184,9 @@ func (s *Server) routes() {
 	}
 	if s.deps.Events != nil {
 		s.handle("GET /v1/events", streaming, s.streamEvents)
+	}
+	if s.deps.Webhooks != nil {
+		s.webhookRoutes()
 	}
 	if m := s.deps.Metrics; m != nil {
 		s.handle("GET /metrics", public|quiet, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {

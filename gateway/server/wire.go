@@ -74,9 +74,11 @@ func (s *Server) wire(ctx context.Context) error {
 		}
 	}
 
-	if s.webhooks, err = s.newWebhooks(); err != nil {
+	d, webhooks, err := s.newWebhooks()
+	if err != nil {
 		return err
 	}
+	s.webhooks = d
 
 	deps := api.Deps{
 		Intake:    countingIntake{s.intake, s.metrics},
@@ -88,6 +90,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Channel:   s.opts.ChannelRoutes,
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),
+		Webhooks:  webhookAPI{webhooks},
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},
