@@ -102,8 +102,17 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 		Deliveries []map[string]any
 		NextCursor *string `json:"next_cursor"`
 	}
-	if code := g.do(http.MethodGet, "/v1/webhooks/"+created.ID+"/deliveries", "demo", nil, &deliveries); code != http.StatusOK || len(deliveries.Deliveries) < len(statuses) {
-		t.Fatalf("deliveries: HTTP %d %+v", code, deliveries)
+	// An attempt is logged once the receiver has answered: poll the log with a deadline.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code := g.do(http.MethodGet, "/v1/webhooks/"+created.ID+"/deliveries", "demo", nil, &deliveries); code != http.StatusOK {
+			t.Fatalf("deliveries: HTTP %d", code)
+		}
+		if len(deliveries.Deliveries) >= len(statuses) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries %+v for %d webhooks", deliveries, len(statuses))
+		}
 	}
 	d := deliveries.Deliveries[0]
 	for _, k := range []string{"id", "event", "event_id", "message_id", "attempt", "status_code", "latency_ms", "error", "at"} {

@@ -38,6 +38,21 @@ type disableWatch struct {
 	disabled chan string
 }
 
+// attemptWatch is the real store, telling the test when an attempt is recorded.
+type attemptWatch struct {
+	*storesql.DB
+	recorded chan store.WebhookAttempt
+}
+
+func (w attemptWatch) RecordWebhookAttempt(ctx context.Context, a store.WebhookAttempt) error {
+	err := w.DB.RecordWebhookAttempt(ctx, a)
+	select {
+	case w.recorded <- a:
+	default: // the test reads only the first ones
+	}
+	return err
+}
+
 func (w disableWatch) SetWebhookDisabled(ctx context.Context, tenant, id string, at time.Time, reason string) error {
 	err := w.DB.SetWebhookDisabled(ctx, tenant, id, at, reason)
 	w.disabled <- id + ":" + reason
@@ -100,7 +115,8 @@ func TestStoredEndpointsFollowTheStore(t *testing.T) {
 		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
 	}))
 	defer srv.Close()
-	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: db, Refresh: time.Hour, Log: zerolog.Nop()})
+	watch := attemptWatch{DB: db, recorded: make(chan store.WebhookAttempt, 16)}
+	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Log: zerolog.Nop()})
 
 	first := delivery.NewSecret()
 	now := time.Now()
@@ -114,6 +130,7 @@ func TestStoredEndpointsFollowTheStore(t *testing.T) {
 	if err := verify(first, h.header, h.body, time.Now()); err != nil {
 		t.Fatalf("signature: %v", err)
 	}
+	<-watch.recorded
 	log, _, err := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 10)
 	if err != nil || len(log) != 1 {
 		t.Fatalf("delivery log %+v %v", log, err)
