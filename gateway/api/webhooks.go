@@ -21,6 +21,8 @@ type WebhookRegistry interface {
 	EnableWebhook(ctx context.Context, tenant, id string) (WebhookInfo, error)
 	WebhookDeliveries(ctx context.Context, tenant, id, cursor string) ([]store.WebhookAttempt, string, error)
 	TestWebhook(ctx context.Context, tenant, id string) (WebhookTest, error)
+	// ReplayWebhook starts re-delivering the endpoint's events since a time, in the background.
+	ReplayWebhook(ctx context.Context, tenant, id string, since time.Time) error
 }
 
 // NewWebhook is the body of POST /v1/webhooks.
@@ -55,6 +57,7 @@ func (s *Server) webhookRoutes() {
 	s.handle("POST /v1/webhooks/{id}/enable", 0, s.enableWebhook)
 	s.handle("POST /v1/webhooks/{id}/test", 0, s.testWebhook)
 	s.handle("GET /v1/webhooks/{id}/deliveries", 0, s.webhookDeliveries)
+	s.handle("POST /v1/webhooks/{id}/replay", 0, s.replayWebhook)
 }
 
 type webhookRequest struct {
@@ -220,4 +223,25 @@ func (s *Server) webhookDeliveries(w http.ResponseWriter, r *http.Request, key g
 		out.NextCursor = &next
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) replayWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
+	q, err := query(r, "since")
+	if err != nil {
+		return err
+	}
+	if q.Get("since") == "" {
+		return gateway.FieldErrorf(gateway.EMissingField, "since", "since is required: an RFC 3339 time, e.g. 2026-11-22T09:00:00Z")
+	}
+	since, err := time.Parse(time.RFC3339, q.Get("since"))
+	if err != nil {
+		return gateway.FieldErrorf(gateway.EInvalidField, "since", "since must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z")
+	}
+	if err := s.deps.Webhooks.ReplayWebhook(r.Context(), key.Tenant, r.PathValue("id"), since); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, struct {
+		Replaying bool      `json:"replaying"`
+		Since     time.Time `json:"since"`
+	}{true, since.UTC()})
 }

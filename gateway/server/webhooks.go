@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
@@ -96,4 +97,8 @@ func (a webhookAPI) WebhookDeliveries(ctx context.Context, tenant, id, cursor st
 func (a webhookAPI) TestWebhook(ctx context.Context, tenant, id string) (api.WebhookTest, error) {
 	res, err := a.r.Test(ctx, tenant, id)
 	return api.WebhookTest(res), err
+}
+
+func (a webhookAPI) ReplayWebhook(ctx context.Context, tenant, id string, since time.Time) error {
+	return a.r.Replay(ctx, tenant, id, since)
 }

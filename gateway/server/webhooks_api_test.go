@@ -71,8 +71,9 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 		t.Fatalf("create: HTTP %d %+v", code, created)
 	}
 
+	sent := time.Now()
 	id := g.send("demo", map[string]any{"channel": "whatsapp", "to": "+4915112345678", "text": "hi"})
-	var statuses []string
+	var statuses, firstIDs []string
 	for len(statuses) == 0 || statuses[len(statuses)-1] != "read" {
 		select {
 		case h := <-hooks:
@@ -88,6 +89,7 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 				t.Fatalf("hook %s", h.body)
 			}
 			statuses = append(statuses, string(p.Data.Status))
+			firstIDs = append(firstIDs, h.id)
 		case <-time.After(30 * time.Second):
 			t.Fatalf("webhooks so far: %v", statuses)
 		}
@@ -124,6 +126,26 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 		t.Errorf("delivery %v", d)
 	}
 
+	// A replay since before the send re-delivers its statuses with their first webhook-ids.
+	var replay struct{ Replaying bool }
+	if code := g.do(http.MethodPost, "/v1/webhooks/"+created.ID+"/replay?since="+sent.Add(-time.Second).UTC().Format(time.RFC3339), "demo", nil, &replay); code != http.StatusAccepted || !replay.Replaying {
+		t.Fatalf("replay: HTTP %d", code)
+	}
+	for i := range firstIDs {
+		select {
+		case h := <-hooks:
+			if h.id != firstIDs[i] {
+				t.Fatalf("replayed webhook-id %s, first delivered as %s", h.id, firstIDs[i])
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the replay delivered nothing")
+		}
+	}
+	var e errOut
+	if code := g.do(http.MethodPost, "/v1/webhooks/"+created.ID+"/replay?since=yesterday", "demo", nil, &e); code != http.StatusBadRequest || e.Error.Field != "since" {
+		t.Fatalf("replay with a bad since: HTTP %d %+v", code, e)
+	}
+
 	var rotated webhookOut
 	if code := g.do(http.MethodPost, "/v1/webhooks/"+created.ID+"/secrets", "demo", nil, &rotated); code != http.StatusOK ||
 		!strings.HasPrefix(rotated.Secret, "whsec_") || rotated.Secret == created.Secret || len(rotated.Secrets) != 2 || rotated.Secrets[1].ExpiresAt == nil {
@@ -137,6 +159,7 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 		{http.MethodPost, "/v1/webhooks/" + created.ID + "/secrets"},
 		{http.MethodGet, "/v1/webhooks/" + created.ID + "/deliveries"},
 		{http.MethodGet, "/v1/webhooks/wh_nope"},
+		{http.MethodPost, "/v1/webhooks/" + created.ID + "/replay?since=2026-01-01T00:00:00Z"},
 	} {
 		var e errOut
 		if code := g.do(tt.method, tt.path, "other", nil, &e); code != http.StatusNotFound || e.Error.Code != gateway.ENotFound {
@@ -151,7 +174,7 @@ func TestWebhooksThroughTheAPI(t *testing.T) {
 	if code := g.do(http.MethodDelete, "/v1/webhooks/"+created.ID, "demo", nil, nil); code != http.StatusNoContent {
 		t.Fatalf("delete: HTTP %d", code)
 	}
-	var e errOut
+	e = errOut{}
 	if code := g.do(http.MethodGet, "/v1/webhooks/"+created.ID, "demo", nil, &e); code != http.StatusNotFound || e.Error.Code != gateway.ENotFound {
 		t.Fatalf("after delete: HTTP %d %+v", code, e)
 	}

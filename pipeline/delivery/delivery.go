@@ -116,9 +116,11 @@ type Metrics interface {
 	WebhookAttempt(tenant, endpoint, outcome string)
 }
 
-// Consumer is the part of the bus the dispatcher needs.
+// Consumer is the part of the bus the dispatcher needs: durable consumers, and a replay of what
+// a stream stored since a time.
 type Consumer interface {
 	Consume(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) error
+	FollowSince(ctx context.Context, subjectFilter string, since time.Time, fn func(*bus.Msg) error) error
 }
 
 // Config configures New.
@@ -184,10 +186,12 @@ type Dispatcher struct {
 	cfg     Config
 	changed chan struct{} // Changed pokes the sync loop
 
-	mu      sync.Mutex
-	running map[string]*endpointRun // by tenant/endpoint id
-	wg      sync.WaitGroup          // every consumer goroutine
-	runErr  error                   // the first consumer failure
+	mu        sync.Mutex
+	running   map[string]*endpointRun // by tenant/endpoint id
+	replaying map[string]bool         // endpoints with a replay under way
+	runCtx    context.Context         // set while Run runs: replays run under it
+	wg        sync.WaitGroup          // every consumer and replay goroutine
+	runErr    error                   // the first consumer failure
 }
 
 // endpointRun is one endpoint's running consumers.
@@ -247,7 +251,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Client == nil {
 		cfg.Client = func(e Endpoint) *http.Client { return NewClient(e.AllowPrivate, cfg.Timeout) }
 	}
-	d := &Dispatcher{cfg: cfg, changed: make(chan struct{}, 1), running: map[string]*endpointRun{}}
+	d := &Dispatcher{cfg: cfg, changed: make(chan struct{}, 1), running: map[string]*endpointRun{}, replaying: map[string]bool{}}
 	seen := map[string]bool{}
 	for _, e := range cfg.Endpoints {
 		if err := e.validate(); err != nil {
@@ -274,6 +278,9 @@ func (d *Dispatcher) Changed() {
 // unacknowledged for the next run. With a Store it re-reads the stored endpoints every Refresh
 // (and on Changed), starting and stopping their consumers, and purges the delivery log.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	d.mu.Lock()
+	d.runCtx = ctx
+	d.mu.Unlock()
 	for _, e := range d.cfg.Endpoints {
 		d.start(ctx, e, false)
 	}
@@ -296,6 +303,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 	<-ctx.Done()
+	d.mu.Lock()
+	d.runCtx = nil // no replay starts once the wait below has begun
+	d.mu.Unlock()
 	d.wg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -485,7 +495,7 @@ func (d *Dispatcher) handle(run, hctx context.Context, r *endpointRun, event str
 	if err != nil {
 		return bus.Terminal(err)
 	}
-	id := "evt_" + strings.ToLower(m.Stream) + "_" + strconv.FormatUint(m.StreamSeq, 10)
+	id := eventID(m)
 	log := d.cfg.Log.With().Str("event", "webhook_attempt").Str("tenant", e.Tenant).Str("webhook", e.ID).
 		Str("webhook_id", id).Str("type", event).Logger()
 	for attempt := 1; ; attempt++ {
@@ -519,6 +529,11 @@ func (d *Dispatcher) handle(run, hctx context.Context, r *endpointRun, event str
 			return err // shutting down: the event stays unacknowledged
 		}
 	}
+}
+
+// eventID is the webhook-id of a stream message: the same on every attempt and on a replay.
+func eventID(m *bus.Msg) string {
+	return "evt_" + strings.ToLower(m.Stream) + "_" + strconv.FormatUint(m.StreamSeq, 10)
 }
 
 // delay is the wait after failed attempt n: BaseDelay·2^(n-1), capped at MaxDelay, of which a

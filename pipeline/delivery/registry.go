@@ -277,3 +277,18 @@ func (r *Registry) Test(ctx context.Context, tenant, id string) (TestResult, err
 	}
 	return res, nil
 }
+
+// Replay re-delivers the endpoint's events stored since `since` (Dispatcher.Replay), in the
+// background.
+func (r *Registry) Replay(ctx context.Context, tenant, id string, since time.Time) error {
+	if _, err := r.Get(ctx, tenant, id); err != nil {
+		return err
+	}
+	if since.After(r.cfg.Now()) {
+		return gateway.FieldErrorf(gateway.EInvalidField, "since", "since is in the future")
+	}
+	if r.cfg.Dispatcher == nil {
+		return gateway.Errorf(gateway.EUnavailable, "webhook delivery is not running")
+	}
+	return r.cfg.Dispatcher.Replay(tenant, id, since, nil)
+}

@@ -214,3 +214,55 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 		t.Fatalf("delivery log %+v", log)
 	}
 }
+
+// TestReplayKeepsTheWebhookIDs: a replay since a time re-delivers the endpoint's events from the
+// stream, in order, each with the webhook-id of its first delivery, and nothing older.
+func TestReplayKeepsTheWebhookIDs(t *testing.T) {
+	b := openBus(t)
+	db := openStore(t)
+	hits := make(chan hit, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
+	}))
+	defer srv.Close()
+	secret := delivery.NewSecret()
+	key, _ := delivery.ParseSecret(secret)
+	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: db, Refresh: time.Hour, Log: zerolog.Nop(),
+		Endpoints: []delivery.Endpoint{{ID: "crm", Tenant: "acme", URL: srv.URL, Secrets: []delivery.Secret{key}, AllowPrivate: true}}})
+
+	publish(t, b, "msg_0", gateway.StatusSent, time.Now())
+	before := next(t, hits).id
+	since := time.Now()
+	var first []string
+	for _, id := range []string{"msg_1", "msg_2"} {
+		publish(t, b, id, gateway.StatusSent, time.Now())
+		first = append(first, next(t, hits).id)
+	}
+	done := make(chan int, 1)
+	if err := d.Replay("acme", "crm", since, func(sent int, err error) {
+		if err != nil {
+			t.Errorf("replay: %v", err)
+		}
+		done <- sent
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var again []string
+	for range first {
+		h := next(t, hits)
+		if err := verify(secret, h.header, h.body, time.Now()); err != nil {
+			t.Fatalf("replayed event: %v", err)
+		}
+		again = append(again, h.id)
+	}
+	if sent := <-done; sent != len(first) {
+		t.Fatalf("replay sent %d, want %d", sent, len(first))
+	}
+	if again[0] != first[0] || again[1] != first[1] || again[0] == before {
+		t.Fatalf("replayed ids %v, first delivered as %v (before the replay's start: %s)", again, first, before)
+	}
+	if err := d.Replay("acme", "nope", since, nil); gateway.ErrorCode(err) != gateway.EConflict {
+		t.Fatalf("replay of an endpoint not running: %v", err)
+	}
+}
