@@ -36,7 +36,7 @@ func (s *Server) newWebhooks() (*delivery.Dispatcher, *delivery.Registry, error)
 		return nil, nil, err
 	}
 	d, err := delivery.New(delivery.Config{
-		Bus: s.bus, Sealer: s.keyring, Endpoints: eps, Store: s.db, Metrics: s.metrics, AckWait: s.cfg.Bus.AckWait,
+		Bus: s.bus, Sealer: s.keyring, Endpoints: eps, Store: s.db, Publisher: s.bus, Metrics: s.metrics, AckWait: s.cfg.Bus.AckWait,
 		Log: s.log.With().Str("component", "webhooks").Logger(),
 	})
 	if err != nil {

@@ -34,9 +34,15 @@ import (
 
 // Event types an endpoint can subscribe to.
 const (
-	EventMessageStatus  = "message.status"
-	EventMessageInbound = "message.inbound"
+	EventMessageStatus   = "message.status"
+	EventMessageInbound  = "message.inbound"
+	EventConsentChanged  = gateway.EventConsentChanged
+	EventAccountState    = gateway.EventAccountState
+	EventWebhookDisabled = gateway.EventWebhookDisabled
 )
+
+// Events are the event types an endpoint can subscribe to.
+var Events = []string{EventMessageStatus, EventMessageInbound, EventConsentChanged, EventAccountState, EventWebhookDisabled}
 
 // Defaults for the zero values of Config.
 const (
@@ -93,8 +99,8 @@ func (e Endpoint) validate() error {
 		return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.secrets", "webhook %s: one or two secrets (two while rotating)", e.ID)
 	}
 	for _, ev := range e.Events {
-		if ev != EventMessageStatus && ev != EventMessageInbound {
-			return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.events", "webhook %s: unknown event %q (message.status, message.inbound)", e.ID, ev)
+		if !slices.Contains(Events, ev) {
+			return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.events", "webhook %s: unknown event %q (%s)", e.ID, ev, strings.Join(Events, ", "))
 		}
 	}
 	return nil
@@ -151,6 +157,8 @@ type Config struct {
 	DisableAfter int
 	// LogRetention bounds the delivery log (default 7 days, at least MaxAge).
 	LogRetention time.Duration
+	// Publisher, when set, publishes webhook.disabled when an endpoint is disabled.
+	Publisher pipeline.Publisher
 }
 
 // Store is the part of store.Webhooks the dispatcher needs.
@@ -349,14 +357,17 @@ func (d *Dispatcher) start(ctx context.Context, e Endpoint, fromStore bool) {
 	})
 }
 
-// subscription is one stream an endpoint consumes.
-type subscription struct{ event, stream, filter string }
+// subscription is one stream (and on EVENTS one kind) an endpoint consumes.
+type subscription struct{ event, stream, filter, kind string }
 
 func subscriptions(e Endpoint) []subscription {
 	var out []subscription
 	for _, sub := range []subscription{
-		{EventMessageStatus, bus.StreamStatus, bus.StatusSubject(e.Tenant)},
-		{EventMessageInbound, bus.StreamInbound, bus.InboundSubject(e.Tenant, "*")},
+		{EventMessageStatus, bus.StreamStatus, bus.StatusSubject(e.Tenant), ""},
+		{EventMessageInbound, bus.StreamInbound, bus.InboundSubject(e.Tenant, "*"), ""},
+		{EventConsentChanged, bus.StreamEvents, bus.EventSubject(e.Tenant, "consent"), "consent"},
+		{EventAccountState, bus.StreamEvents, bus.EventSubject(e.Tenant, "account"), "account"},
+		{EventWebhookDisabled, bus.StreamEvents, bus.EventSubject(e.Tenant, "webhook"), "webhook"},
 	} {
 		if e.wants(sub.event) {
 			out = append(out, sub)
@@ -366,7 +377,11 @@ func subscriptions(e Endpoint) []subscription {
 }
 
 func (s subscription) durable(e Endpoint) string {
-	return "webhook_" + e.Tenant + "_" + e.ID + "_" + strings.ToLower(s.stream)
+	name := "webhook_" + e.Tenant + "_" + e.ID + "_" + strings.ToLower(s.stream)
+	if s.kind != "" {
+		name += "_" + s.kind
+	}
+	return name
 }
 
 func (s subscription) consumer(e Endpoint, ackWait time.Duration) bus.ConsumerConfig {
@@ -607,6 +622,12 @@ func (d *Dispatcher) gaveUp(ctx context.Context, r *endpointRun) {
 		Str("reason", DisabledPersistentFailure).Int("events_given_up", n).
 		Msg("webhook disabled: every attempt failed for the whole retry period; POST /v1/webhooks/{id}/enable resumes it")
 	d.Changed()
+	if d.cfg.Publisher != nil {
+		if err := pipeline.PublishTenantEvent(context.WithoutCancel(ctx), d.cfg.Publisher, e.Tenant, EventWebhookDisabled, now,
+			gateway.WebhookDisabledData{Webhook: e.ID, Reason: DisabledPersistentFailure}); err != nil {
+			d.cfg.Log.Warn().Err(err).Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook: publishing webhook.disabled")
+		}
+	}
 }
 
 // ErrorClass names what went wrong with an attempt, for the delivery log: "" when it succeeded.
@@ -659,6 +680,13 @@ func Post(ctx context.Context, client *http.Client, e Endpoint, id string, ts ti
 // inbound message whose sender was erased).
 func (d *Dispatcher) eventData(ctx context.Context, event string, m *bus.Msg) (data json.RawMessage, msgID string, at time.Time, ok bool, err error) {
 	switch event {
+	case EventConsentChanged, EventAccountState, EventWebhookDisabled:
+		var ev gateway.TenantEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Type != event {
+			d.cfg.Log.Warn().Err(err).Str("type", ev.Type).Msg("webhook: undecodable tenant event")
+			return nil, "", time.Time{}, false, nil
+		}
+		return ev.Data, "", ev.At, true, nil
 	case EventMessageStatus:
 		var ev gateway.StatusEvent
 		if err := json.Unmarshal(m.Data, &ev); err != nil {

@@ -13,9 +13,6 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 )
 
-// Events are the event types an endpoint can subscribe to.
-var Events = []string{EventMessageStatus, EventMessageInbound}
-
 // DefaultSecretOverlap is how long the replaced secret keeps signing after a rotation, so the
 // receiver has time to switch.
 const DefaultSecretOverlap = 24 * time.Hour

@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -178,7 +179,8 @@ func TestStoredEndpointsFollowTheStore(t *testing.T) {
 }
 
 // TestPersistentFailureDisablesTheEndpoint: an endpoint whose every attempt fails past the retry
-// period is disabled after DisableAfter events given up, with a reason, and stops consuming.
+// period is disabled after DisableAfter events given up, with a reason, and a webhook.disabled
+// event reaches the tenant's endpoints subscribed to it.
 func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 	b := openBus(t)
 	db := openStore(t)
@@ -187,9 +189,18 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 	}))
 	defer srv.Close()
+	ops := make(chan hit, 4)
+	opsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ops <- hit{id: r.Header.Get("webhook-id"), body: body}
+	}))
+	defer opsSrv.Close()
+	opsKey, _ := delivery.ParseSecret(delivery.NewSecret())
 	clock := &fakeClock{now: time.Now()}
-	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Clock: clock,
-		MaxAge: time.Hour, DisableAfter: 2, Jitter: func() float64 { return 0 }, Log: zerolog.Nop()})
+	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Clock: clock, Publisher: b,
+		MaxAge: time.Hour, DisableAfter: 2, Jitter: func() float64 { return 0 }, Log: zerolog.Nop(),
+		Endpoints: []delivery.Endpoint{{ID: "ops", Tenant: "acme", URL: opsSrv.URL, Secrets: []delivery.Secret{opsKey}, AllowPrivate: true,
+			Events: []string{delivery.EventWebhookDisabled}}}})
 	if err := db.CreateWebhook(t.Context(), store.Webhook{ID: "wh_1", Tenant: "acme", URL: srv.URL, AllowPrivate: true,
 		Secrets: []store.WebhookSecret{{Value: delivery.NewSecret(), CreatedAt: clock.Now()}}}); err != nil {
 		t.Fatal(err)
@@ -208,6 +219,15 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 	w, err := db.Webhook(t.Context(), "acme", "wh_1")
 	if err != nil || w.DisabledAt.IsZero() {
 		t.Fatalf("stored %+v %v", w, err)
+	}
+	h := next(t, ops)
+	var p struct {
+		Type string
+		Data gateway.WebhookDisabledData
+	}
+	if err := json.Unmarshal(h.body, &p); err != nil || p.Type != delivery.EventWebhookDisabled || p.Data.Webhook != "wh_1" ||
+		p.Data.Reason != delivery.DisabledPersistentFailure {
+		t.Fatalf("webhook.disabled event %s: %v", h.body, err)
 	}
 	log, _, _ := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 500)
 	if len(log) < 2 || log[0].Error != "http_5xx" || log[0].StatusCode != http.StatusBadGateway {
