@@ -18,6 +18,9 @@ func PublishTenantEvent(ctx context.Context, p Publisher, tenant, typ string, at
 	if err != nil {
 		return err
 	}
+	if at.IsZero() {
+		at = time.Now()
+	}
 	ev := gateway.TenantEvent{ID: gateway.NewID("tev"), Type: typ, Tenant: tenant, At: at.UTC(), Data: b}
 	payload, err := json.Marshal(ev)
 	if err != nil {

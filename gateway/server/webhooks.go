@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/switchboard-gateway/switchboard/config"
+	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
+	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
 	"github.com/switchboard-gateway/switchboard/store"
 )
@@ -101,4 +105,20 @@ func (a webhookAPI) TestWebhook(ctx context.Context, tenant, id string) (api.Web
 
 func (a webhookAPI) ReplayWebhook(ctx context.Context, tenant, id string, since time.Time) error {
 	return a.r.Replay(ctx, tenant, id, since)
+}
+
+// accountStateEvents publishes account.state when an account becomes ready or paused.
+func (s *Server) accountStateEvents(tenant string, ch gateway.Channel, account string, log zerolog.Logger) func(context.Context, bool, string, time.Time) {
+	return func(ctx context.Context, ready bool, reason string, until time.Time) {
+		data := gateway.AccountStateData{Channel: ch, Account: account, State: "ready"}
+		if !ready {
+			data.State, data.Reason = "paused", reason
+			if !until.IsZero() {
+				data.Until = &until
+			}
+		}
+		if err := pipeline.PublishTenantEvent(context.WithoutCancel(ctx), s.bus, tenant, gateway.EventAccountState, time.Now(), data); err != nil {
+			log.Warn().Err(err).Msg("publishing account.state")
+		}
+	}
 }

@@ -223,3 +223,42 @@ func signedWith(secret, id, ts string, body []byte, header string) bool {
 	mac.Write([]byte(id + "." + ts + "." + string(body)))
 	return strings.Contains(" "+header+" ", " v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil))+" ")
 }
+
+// TestConsentChangedReachesWebhooks: a consent change through the API is pushed as
+// consent.changed to an endpoint subscribed to it, with the subject masked, never in full.
+func TestConsentChangedReachesWebhooks(t *testing.T) {
+	dir := t.TempDir()
+	bodies := make(chan []byte, 8)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		bodies <- body
+	}))
+	defer recv.Close()
+	g := startWithConfig(t, dir, fmt.Sprintf(apiWebhooks, dir))
+	var created webhookOut
+	if code := g.do(http.MethodPost, "/v1/webhooks", "demo", map[string]any{
+		"url": recv.URL, "events": []string{"consent.changed"}, "allow_private": true,
+	}, &created); code != http.StatusCreated {
+		t.Fatalf("create: HTTP %d", code)
+	}
+	const number = "+4915112349876"
+	if code := g.do(http.MethodPut, "/v1/consent/whatsapp/%2B4915112349876", "demo", map[string]any{"state": "opted_out"}, nil); code != http.StatusOK {
+		t.Fatalf("consent: HTTP %d", code)
+	}
+	select {
+	case body := <-bodies:
+		var p struct {
+			Type string
+			Data gateway.ConsentChangedData
+		}
+		if err := json.Unmarshal(body, &p); err != nil || p.Type != "consent.changed" || p.Data.State != "opted_out" ||
+			p.Data.Channel != gateway.WhatsApp || p.Data.Masked == "" || !strings.HasPrefix(p.Data.Subject, "s_") {
+			t.Fatalf("consent.changed %s: %v", body, err)
+		}
+		if strings.Contains(string(body), strings.TrimPrefix(number, "+")) {
+			t.Fatalf("the full number is in the event: %s", body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no consent.changed webhook")
+	}
+}

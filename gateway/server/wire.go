@@ -152,6 +152,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
 		Store: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
 		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
+		OnState: s.accountStateEvents(tenant, ch, acct.Name, log),
 	})
 	if err != nil {
 		return err
