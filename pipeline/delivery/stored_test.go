@@ -286,3 +286,29 @@ func TestReplayKeepsTheWebhookIDs(t *testing.T) {
 		t.Fatalf("replay of an endpoint not running: %v", err)
 	}
 }
+
+// TestDeliveryLogRetention: the dispatcher deletes delivery log lines older than LogRetention.
+func TestDeliveryLogRetention(t *testing.T) {
+	b := openBus(t)
+	db := openStore(t)
+	now := time.Now()
+	for _, age := range []time.Duration{10 * 24 * time.Hour, time.Hour} {
+		if err := db.RecordWebhookAttempt(t.Context(), store.WebhookAttempt{Tenant: "acme", Webhook: "wh_1", Event: delivery.EventMessageStatus,
+			EventID: "evt_status_1", Attempt: 1, StatusCode: 200, At: now.Add(-age)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: db, Refresh: time.Hour, LogRetention: 7 * 24 * time.Hour, Log: zerolog.Nop()})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) { // no event marks a purge
+		log, _, err := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(log) == 1 && log[0].At.After(now.Add(-2*time.Hour)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log after retention: %+v", log)
+		}
+	}
+}
