@@ -51,10 +51,10 @@ type WebhookTest struct {
 func (s *Server) webhookRoutes() {
 	s.handle("POST /v1/webhooks", 0, s.createWebhook)
 	s.handle("GET /v1/webhooks", 0, s.listWebhooks)
-	s.handle("GET /v1/webhooks/{id}", 0, s.getWebhook)
+	s.handle("GET /v1/webhooks/{id}", 0, s.webhookAnswer(s.deps.Webhooks.GetWebhook))
 	s.handle("DELETE /v1/webhooks/{id}", 0, s.deleteWebhook)
-	s.handle("POST /v1/webhooks/{id}/secrets", 0, s.rotateWebhookSecret)
-	s.handle("POST /v1/webhooks/{id}/enable", 0, s.enableWebhook)
+	s.handle("POST /v1/webhooks/{id}/secrets", 0, s.webhookAnswer(s.deps.Webhooks.RotateWebhookSecret))
+	s.handle("POST /v1/webhooks/{id}/enable", 0, s.webhookAnswer(s.deps.Webhooks.EnableWebhook))
 	s.handle("POST /v1/webhooks/{id}/test", 0, s.testWebhook)
 	s.handle("GET /v1/webhooks/{id}/deliveries", 0, s.webhookDeliveries)
 	s.handle("POST /v1/webhooks/{id}/replay", 0, s.replayWebhook)
@@ -144,12 +144,15 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request, key gatewa
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	wh, err := s.deps.Webhooks.GetWebhook(r.Context(), key.Tenant, r.PathValue("id"))
-	if err != nil {
-		return err
+// webhookAnswer is a route that does one thing to the endpoint {id} and answers with it.
+func (s *Server) webhookAnswer(do func(ctx context.Context, tenant, id string) (WebhookInfo, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
+		wh, err := do(r.Context(), key.Tenant, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, toWebhookJSON(wh))
 	}
-	return writeJSON(w, http.StatusOK, toWebhookJSON(wh))
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
@@ -158,22 +161,6 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, key gatew
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	wh, err := s.deps.Webhooks.RotateWebhookSecret(r.Context(), key.Tenant, r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, toWebhookJSON(wh))
-}
-
-func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	wh, err := s.deps.Webhooks.EnableWebhook(r.Context(), key.Tenant, r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, toWebhookJSON(wh))
 }
 
 func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {

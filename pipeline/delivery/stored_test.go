@@ -66,6 +66,17 @@ type hit struct {
 	body   []byte
 }
 
+// receiver is a webhook receiver that answers 200 and hands over every request.
+func receiver(t *testing.T) (*httptest.Server, <-chan hit) {
+	hits := make(chan hit, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, hits
+}
+
 func runDispatcher(t *testing.T, cfg delivery.Config) *delivery.Dispatcher {
 	t.Helper()
 	d, err := delivery.New(cfg)
@@ -110,12 +121,7 @@ func next(t *testing.T, hits <-chan hit) hit {
 func TestStoredEndpointsFollowTheStore(t *testing.T) {
 	b := openBus(t)
 	db := openStore(t)
-	hits := make(chan hit, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
-	}))
-	defer srv.Close()
+	srv, hits := receiver(t)
 	watch := attemptWatch{DB: db, recorded: make(chan store.WebhookAttempt, 16)}
 	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Log: zerolog.Nop()})
 
@@ -189,12 +195,7 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 	}))
 	defer srv.Close()
-	ops := make(chan hit, 4)
-	opsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		ops <- hit{id: r.Header.Get("webhook-id"), body: body}
-	}))
-	defer opsSrv.Close()
+	opsSrv, ops := receiver(t)
 	opsKey, _ := delivery.ParseSecret(delivery.NewSecret())
 	clock := &fakeClock{now: time.Now()}
 	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: watch, Refresh: time.Hour, Clock: clock, Publisher: b,
@@ -240,12 +241,7 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 func TestReplayKeepsTheWebhookIDs(t *testing.T) {
 	b := openBus(t)
 	db := openStore(t)
-	hits := make(chan hit, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		hits <- hit{id: r.Header.Get("webhook-id"), header: r.Header.Clone(), body: body}
-	}))
-	defer srv.Close()
+	srv, hits := receiver(t)
 	secret := delivery.NewSecret()
 	key, _ := delivery.ParseSecret(secret)
 	d := runDispatcher(t, delivery.Config{Bus: b, Sealer: noSealer{}, Store: db, Refresh: time.Hour, Log: zerolog.Nop(),
