@@ -110,8 +110,14 @@ func (db *DB) scanWebhook(ctx context.Context, sc interface{ Scan(...any) error 
 	if disabled != 0 {
 		w.DisabledAt = fromMicros(disabled)
 	}
-	var err error
-	w.Secrets, err = db.openSecrets(ctx, w.Tenant, w.ID, ct)
+	secrets, err := db.openSecrets(ctx, w.Tenant, w.ID, ct)
+	if gateway.ErrorCode(err) == gateway.ENotFound {
+		// The tenant key is gone (an erasure in progress): the endpoint is listed without secrets,
+		// so it cannot sign, and the other endpoints are not held up by it.
+		db.log.Warn().Str("tenant", w.Tenant).Str("webhook", w.ID).Msg("webhook secrets no longer open")
+		return w, nil
+	}
+	w.Secrets = secrets
 	return w, err
 }
 

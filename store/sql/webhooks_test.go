@@ -115,3 +115,31 @@ func TestWebhooksStoredSealedScopedAndRotated(t *testing.T) {
 		}
 	})
 }
+
+// TestWebhookWhoseKeyIsGoneIsListedWithoutSecrets: when a tenant's key is gone (an erasure under
+// way), its endpoints list without secrets instead of failing the list of every tenant.
+func TestWebhookWhoseKeyIsGoneIsListedWithoutSecrets(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		for _, tenant := range []string{"acme", "beta"} {
+			if err := e.db.CreateWebhook(ctx, store.Webhook{ID: "wh_1", Tenant: tenant, URL: "https://crm.example.com/hook",
+				Secrets: []store.WebhookSecret{{Value: "whsec_x", CreatedAt: time.Now()}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.db.vault.db.ExecContext(ctx, e.db.q("DELETE FROM vault_tenant_keys WHERE tenant = ?"), "acme"); err != nil {
+			t.Fatal(err)
+		}
+		db, _ := e.open(t) // a fresh keyring: nothing cached
+		defer db.Close()
+		ws, err := db.ListWebhooks(ctx, "")
+		if err != nil || len(ws) != 2 {
+			t.Fatalf("list %+v %v", ws, err)
+		}
+		for _, w := range ws {
+			if (w.Tenant == "acme") != (len(w.Secrets) == 0) {
+				t.Errorf("%s: secrets %+v", w.Tenant, w.Secrets)
+			}
+		}
+	})
+}
