@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,8 +193,15 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 	b := openBus(t)
 	db := openStore(t)
 	watch := disableWatch{DB: db, disabled: make(chan string, 1)}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusBadGateway)
+	var healthy atomic.Bool
+	recovered := make(chan []byte, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		recovered <- body
 	}))
 	defer srv.Close()
 	opsSrv, ops := receiver(t)
@@ -233,6 +242,22 @@ func TestPersistentFailureDisablesTheEndpoint(t *testing.T) {
 	log, _, _ := db.WebhookAttempts(t.Context(), "acme", "wh_1", "", 500)
 	if len(log) < 2 || log[0].Error != "http_5xx" || log[0].StatusCode != http.StatusBadGateway {
 		t.Fatalf("delivery log %+v", log)
+	}
+
+	// Enabled again (the receiver fixed), it takes events at once.
+	healthy.Store(true)
+	reg := delivery.NewRegistry(delivery.RegistryConfig{Store: db, Dispatcher: d, Now: clock.Now})
+	if w, err := reg.Enable(t.Context(), "acme", "wh_1"); err != nil || !w.DisabledAt.IsZero() {
+		t.Fatalf("enable: %+v %v", w, err)
+	}
+	publish(t, b, "msg_3", gateway.StatusSent, clock.Now())
+	select {
+	case body := <-recovered:
+		if !strings.Contains(string(body), "msg_3") {
+			t.Fatalf("after enabling: %s", body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the enabled endpoint got nothing")
 	}
 }
 
