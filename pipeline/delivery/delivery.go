@@ -5,6 +5,11 @@
 // exponential backoff and jitter until it succeeds or the event is older than MaxAge; a process
 // that dies between attempts leaves the event unacknowledged, and the next process retries it.
 // Targets on internal addresses are refused at dial time unless allowed (ssrf.go).
+//
+// Endpoints come from the config file or from the API (registry.go, kept in the store with their
+// secrets sealed); the dispatcher follows the store without a restart, logs every attempt,
+// disables a stored endpoint after DisableAfter events given up in a row (webhook.disabled), and
+// replays what the streams kept since a time with the original webhook-ids (replay.go).
 package delivery
 
 import (
