@@ -49,6 +49,9 @@ func (r *Runner) consume(ctx context.Context) error {
 			return nil // ctx ended
 		}
 		r.cfg.Log.Info().Str("event", "dispatch_resumed").Msg("account ready: taking dispatches")
+		if r.cfg.OnState != nil {
+			r.cfg.OnState(ctx, true, "", time.Time{})
+		}
 		lctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- r.consumeOnce(lctx, ctx) }()
@@ -67,6 +70,9 @@ func (r *Runner) consume(ctx context.Context) error {
 					ev = ev.Time("until", until)
 				}
 				ev.Msg("account cannot send: dispatches wait in the stream")
+				if r.cfg.OnState != nil {
+					r.cfg.OnState(ctx, false, reason, until)
+				}
 			}
 			stop()
 			if err := <-done; err != nil || ctx.Err() != nil {

@@ -60,6 +60,9 @@ type RunnerConfig struct {
 	// Lease, when set, lets the runner run the account only while this process holds the
 	// account's lease, so one replica at a time connects it (*bus.Leases).
 	Lease Leaser
+	// OnState, when set, is told when a gated account becomes able to send (ready) or stops being
+	// able to (paused, with why and until when if known): the account.state event.
+	OnState func(ctx context.Context, ready bool, reason string, until time.Time)
 
 	Log   zerolog.Logger
 	Clock func() time.Time

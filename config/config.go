@@ -146,6 +146,9 @@ type TenantConfig struct {
 	Named     Named     `yaml:"-"`
 	// Webhooks are the tenant's signed event endpoints (config/webhooks.go, pipeline/delivery).
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// WebhooksAllowPrivate lets POST /v1/webhooks create endpoints on private, loopback or
+	// link-local addresses (allow_private); off, the API refuses them.
+	WebhooksAllowPrivate bool `yaml:"webhooks_allow_private"`
 	// Retention bounds how long the tenant's messages are kept (config/retention.go).
 	Retention RetentionConfig `yaml:"retention"`
 }

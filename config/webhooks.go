@@ -7,7 +7,8 @@ type WebhookConfig struct {
 	// renaming an endpoint starts it afresh.
 	ID  string `yaml:"id"`
 	URL string `yaml:"url"`
-	// Events the endpoint receives (message.status, message.inbound); empty means all.
+	// Events the endpoint receives (message.status, message.inbound, consent.changed,
+	// account.state, webhook.disabled); empty means all.
 	Events []string `yaml:"events"`
 	// SecretsFile holds one or two whsec_ secrets, one a line ('#' comments), readable by the
 	// owner only; both sign while a secret is being rotated.
@@ -18,7 +19,7 @@ type WebhookConfig struct {
 }
 
 // Webhook event types (pipeline/delivery).
-var webhookEvents = []string{"message.status", "message.inbound"}
+var webhookEvents = []string{"message.status", "message.inbound", "consent.changed", "account.state", "webhook.disabled"}
 
 // checkWebhooks validates a tenant's webhooks; the secrets file is read when the gateway starts.
 func checkWebhooks(r *report, t *TenantConfig, p string) {

@@ -1,8 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -11,46 +12,208 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
 )
 
 func newWebhooksCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "webhooks",
-		Short: "The tenants' webhook endpoints: list them, make secrets, send a signed test event",
-		Long: `Webhook endpoints are configured per tenant (tenants[].webhooks: id, url, events,
-secrets_file, allow_private). Events are signed per the Standard Webhooks specification with the
-whsec_ secrets in the endpoint's secrets file; two secrets sign side by side while rotating.`,
+		Short: "Webhook endpoints through the API: add, list, test, replay, remove; and secrets for configured ones",
+		Long: `Webhook endpoints are created through a running gateway's API (add, remove, rotate, enable) or
+configured per tenant in the config file (tenants[].webhooks: id, url, events, secrets_file,
+allow_private). Events are signed per the Standard Webhooks specification with whsec_ secrets;
+two sign side by side while a secret is rotated. list, test, replay and deliveries work on both.`,
 	}
-	cmd.AddCommand(newWebhooksListCmd(g), newWebhooksSecretCmd(g), newWebhooksTestCmd(g))
+	cmd.AddCommand(newWebhooksAddCmd(g), newWebhooksListCmd(g), newWebhooksTestCmd(g), newWebhooksReplayCmd(g),
+		newWebhooksRemoveCmd(g), newWebhooksIDCmd(g, "rotate", "Give an endpoint a new secret (shown once); the old one signs beside it for 24h", http.MethodPost, "/secrets"),
+		newWebhooksIDCmd(g, "enable", "Enable an endpoint disabled after persistent failure", http.MethodPost, "/enable"),
+		newWebhooksIDCmd(g, "deliveries", "Show an endpoint's delivery log, newest first", http.MethodGet, "/deliveries"),
+		newWebhooksSecretCmd(g))
+	return cmd
+}
+
+func webhookPath(id, suffix string) string { return "/v1/webhooks/" + url.PathEscape(id) + suffix }
+
+func newWebhooksAddCmd(g *globals) *cobra.Command {
+	var f clientFlags
+	var events []string
+	var private bool
+	cmd := &cobra.Command{
+		Use:     "add URL --events message.status[,message.inbound]",
+		Short:   "Create an endpoint (POST /v1/webhooks); its whsec_ secret is printed once",
+		Example: `  switchboard webhooks add --dev https://crm.example.com/hooks/switchboard --events message.status`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd, &f)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"url": args[0], "events": events}
+			if private {
+				body["allow_private"] = true
+			}
+			return c.show(cmd.Context(), g.stdout, http.MethodPost, "/v1/webhooks", body, nil)
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringSliceVar(&events, "events", nil, "event types: message.status, message.inbound")
+	cmd.Flags().BoolVar(&private, "allow-private", false, "allow an internal target (only where the tenant's config permits it)")
+	_ = cmd.MarkFlagRequired("events")
 	return cmd
 }
 
 func newWebhooksListCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List the configured endpoints (never their secrets)",
+	var f clientFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list [-o json]",
+		Short: "List the tenant's endpoints, configured and created (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(cmd)
+			c, err := g.client(cmd, &f)
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tID\tURL\tEVENTS\tPRIVATE")
-			for _, t := range cfg.Tenants {
-				for _, w := range t.Webhooks {
-					events := strings.Join(w.Events, ",")
-					if events == "" {
-						events = "all"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.ID, w.ID, w.URL, events, w.AllowPrivate)
+			if output != "text" && output != "json" {
+				return gateway.FieldErrorf(gateway.EInvalidField, "output", "-o %q: use text or json", output)
+			}
+			if output == "json" {
+				return c.show(cmd.Context(), g.stdout, http.MethodGet, "/v1/webhooks", nil, nil)
+			}
+			var out struct {
+				Webhooks []struct {
+					ID, URL, Status, Source string
+					Events                  []string
 				}
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, "/v1/webhooks", nil, nil, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tURL\tEVENTS\tSTATUS\tSOURCE")
+			for _, w := range out.Webhooks {
+				events := strings.Join(w.Events, ",")
+				if events == "" {
+					events = "all"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", w.ID, w.URL, events, w.Status, w.Source)
 			}
 			return tw.Flush()
 		},
 	}
+	f.add(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newWebhooksTestCmd(g *globals) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "test ID",
+		Short: "Send a signed webhook.test event to an endpoint and show its answer (exit 1 if it failed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd, &f)
+			if err != nil {
+				return err
+			}
+			var res struct {
+				OK            bool
+				StatusCode    int   `json:"status_code"`
+				LatencyMS     int64 `json:"latency_ms"`
+				Error, Detail string
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, webhookPath(args[0], "/test"), nil, nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: HTTP %d in %dms\n", args[0], res.StatusCode, res.LatencyMS)
+			if !res.OK {
+				return gateway.Errorf(gateway.EUnavailable, "webhook %s failed the test (%s): %s", args[0], res.Error, res.Detail)
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newWebhooksReplayCmd(g *globals) *cobra.Command {
+	var f clientFlags
+	var since string
+	cmd := &cobra.Command{
+		Use:     "replay ID --since TIME",
+		Short:   "Re-deliver an endpoint's events since a time (RFC 3339, or a duration ago like 2h), with their original webhook-ids",
+		Example: "  switchboard webhooks replay wh_01j… --since 2026-11-22T09:00:00Z\n  switchboard webhooks replay crm --since 6h",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd, &f)
+			if err != nil {
+				return err
+			}
+			at, err := parseSince(since, time.Now())
+			if err != nil {
+				return err
+			}
+			path := webhookPath(args[0], "/replay") + "?since=" + url.QueryEscape(at.UTC().Format(time.RFC3339))
+			return c.show(cmd.Context(), g.stdout, http.MethodPost, path, nil, nil)
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&since, "since", "", "RFC 3339 time, or a duration ago (90m, 2h)")
+	_ = cmd.MarkFlagRequired("since")
+	return cmd
+}
+
+// parseSince reads an RFC 3339 time or a duration before now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, gateway.FieldErrorf(gateway.EInvalidField, "since", "--since %q: want an RFC 3339 time (2026-11-22T09:00:00Z) or a duration ago (2h)", s)
+}
+
+func newWebhooksRemoveCmd(g *globals) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "remove ID",
+		Short: "Delete a created endpoint (DELETE /v1/webhooks/{id}); delivery to it stops",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd, &f)
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, webhookPath(args[0], ""), nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "removed %s\n", args[0])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// newWebhooksIDCmd is a command that calls one route of an endpoint and prints the answer.
+func newWebhooksIDCmd(g *globals, name, short, method, suffix string) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   name + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd, &f)
+			if err != nil {
+				return err
+			}
+			return c.show(cmd.Context(), g.stdout, method, webhookPath(args[0], suffix), nil, nil)
+		},
+	}
+	f.add(cmd)
+	return cmd
 }
 
 func newWebhooksSecretCmd(g *globals) *cobra.Command {
@@ -58,7 +221,7 @@ func newWebhooksSecretCmd(g *globals) *cobra.Command {
 	var rotate bool
 	cmd := &cobra.Command{
 		Use:   "secret --out FILE",
-		Short: "Write a new whsec_ secret to a secrets file (mode 0600); --rotate keeps the newest old one beside it",
+		Short: "For a configured endpoint: write a new whsec_ secret to its secrets file (mode 0600); --rotate keeps the old one beside it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -91,40 +254,5 @@ func newWebhooksSecretCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&out, "out", "", "secrets file to write")
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "keep the file's first secret as the second (both sign until the receiver switched)")
-	return cmd
-}
-
-func newWebhooksTestCmd(g *globals) *cobra.Command {
-	var tenant, id string
-	cmd := &cobra.Command{
-		Use:   "test --tenant T --id ENDPOINT",
-		Short: "Send a signed webhook.test event to an endpoint and show its answer",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(cmd)
-			if err != nil {
-				return err
-			}
-			eps, err := server.WebhookEndpoints(cfg)
-			if err != nil {
-				return err
-			}
-			for _, e := range eps {
-				if e.Tenant != tenant || e.ID != id {
-					continue
-				}
-				ctx, cancel := context.WithTimeout(cmd.Context(), delivery.DefaultTimeout)
-				defer cancel()
-				now := time.Now()
-				status, err := delivery.Post(ctx, delivery.NewClient(e.AllowPrivate, delivery.DefaultTimeout), e,
-					fmt.Sprintf("evt_test_%d", now.UnixNano()), now, delivery.TestPayload(now))
-				fmt.Fprintf(g.stdout, "%s/%s: HTTP %d in %s\n", tenant, id, status, time.Since(now).Round(time.Millisecond))
-				return err
-			}
-			return gateway.Errorf(gateway.ENotFound, "tenant %s has no webhook %q", tenant, id)
-		},
-	}
-	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant id")
-	cmd.Flags().StringVar(&id, "id", "", "endpoint id")
 	return cmd
 }

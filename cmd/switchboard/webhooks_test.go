@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,11 +14,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/switchboard-gateway/switchboard/gateway"
 )
 
-// TestWebhooksCommands makes a secret, rotates it, lists the endpoint and sends it a signed test
-// event that a receiver holding only the new secret verifies; a loopback target without
-// allow_private is refused.
+// TestWebhooksCommands makes a secret for a configured endpoint and rotates it, then drives a
+// running gateway: add an endpoint, list both, test them (a receiver holding only the new secret
+// verifies the configured one; a loopback target without allow_private is refused), replay, read
+// the delivery log and remove.
 func TestWebhooksCommands(t *testing.T) {
 	dir := t.TempDir()
 	secrets := filepath.Join(dir, "crm.whsec")
@@ -36,46 +41,104 @@ func TestWebhooksCommands(t *testing.T) {
 		t.Fatalf("after a rotation the file holds the new and the old secret:\n%s", b)
 	}
 
-	got := make(chan error, 1)
+	got := make(chan error, 4)
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(newSecret, "whsec_"))
 		mac := hmac.New(sha256.New, key)
 		mac.Write([]byte(r.Header.Get("webhook-id") + "." + r.Header.Get("webhook-timestamp") + "." + string(body)))
 		want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-		if !strings.Contains(" "+r.Header.Get("webhook-signature")+" ", " "+want+" ") {
+		if r.URL.Path == "/crm" && !strings.Contains(" "+r.Header.Get("webhook-signature")+" ", " "+want+" ") {
 			got <- fmt.Errorf("no signature verifies with the new secret: %q", r.Header.Get("webhook-signature"))
 			return
 		}
 		got <- nil
 	}))
 	defer recv.Close()
+	listen := freePort(t)
 	cfgPath := filepath.Join(dir, "switchboard.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 data_dir: %s
+server: {listen: %q}
 tenants:
-  - id: acme
+  - id: demo
+    webhooks_allow_private: true
     channels:
       whatsapp: {accounts: [{name: sales, driver: sandbox}]}
     webhooks:
       - {id: crm, url: %q, secrets_file: %q, allow_private: true}
       - {id: guarded, url: %q, secrets_file: %q}
-`, dir, recv.URL, secrets, recv.URL, secrets)), 0o600)
+`, dir, listen, recv.URL+"/crm", secrets, recv.URL+"/guarded", secrets)), 0o600)
+	ctx, stop := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() {
+		_, err := runCLI(t, ctx, nil, "serve", "--dev", "--config", cfgPath)
+		served <- err
+	}()
+	defer func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	waitServing(t, "http://"+listen, served)
+	cli := func(args ...string) (string, error) {
+		t.Helper()
+		return runCLI(t, t.Context(), nil, append([]string{"--config", cfgPath, "--dev", "webhooks"}, args...)...)
+	}
 
-	out, err = runCLI(t, t.Context(), nil, "--config", cfgPath, "webhooks", "list")
-	if err != nil || !strings.Contains(out, "crm") || !strings.Contains(out, recv.URL) || strings.Contains(out, "whsec_") {
+	out, err = cli("add", recv.URL+"/api", "--events", "message.status,message.inbound", "--allow-private")
+	var added struct{ ID, Secret string }
+	if err != nil || json.Unmarshal([]byte(out), &added) != nil || !strings.HasPrefix(added.ID, "wh_") || !strings.HasPrefix(added.Secret, "whsec_") {
+		t.Fatalf("add: %v\n%s", err, out)
+	}
+	if out, err := cli("add", "http://169.254.169.254/latest", "--events", "message.status"); gateway.ErrorCode(err) != gateway.EForbidden {
+		t.Fatalf("add of the metadata service: %v\n%s", err, out)
+	}
+	if out, err := cli("add", recv.URL, "--events", "message.nope"); gateway.ErrorCode(err) != gateway.EInvalidField {
+		t.Fatalf("add of an unknown event type: %v\n%s", err, out)
+	}
+
+	out, err = cli("list")
+	if err != nil || !strings.Contains(out, "crm") || !strings.Contains(out, added.ID) || !strings.Contains(out, "config") ||
+		!strings.Contains(out, "api") || strings.Contains(out, "whsec_") {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
-	out, err = runCLI(t, t.Context(), nil, "--config", cfgPath, "webhooks", "test", "--tenant", "acme", "--id", "crm")
+	out, err = cli("test", "crm")
 	if err != nil || !strings.Contains(out, "HTTP 200") {
 		t.Fatalf("test: %v\n%s", err, out)
 	}
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	out, err = runCLI(t, t.Context(), nil, "--config", cfgPath, "webhooks", "test", "--tenant", "acme", "--id", "guarded")
+	if out, err = cli("test", added.ID); err != nil || !strings.Contains(out, "HTTP 200") {
+		t.Fatalf("test of the added endpoint: %v\n%s", err, out)
+	}
+	<-got
+	out, err = cli("test", "guarded")
 	if err == nil || !strings.Contains(err.Error(), "internal address") {
 		t.Fatalf("a loopback target without allow_private: %v\n%s", err, out)
+	}
+	if out, err = cli("replay", added.ID, "--since", "1h"); err != nil || !strings.Contains(out, `"replaying": true`) {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	if out, err = cli("replay", added.ID, "--since", "last tuesday"); gateway.ErrorCode(err) != gateway.EInvalidField {
+		t.Fatalf("replay with a bad --since: %v\n%s", err, out)
+	}
+	if out, err = cli("deliveries", added.ID); err != nil || !strings.Contains(out, `"deliveries"`) {
+		t.Fatalf("deliveries: %v\n%s", err, out)
+	}
+	if out, err = cli("remove", added.ID); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("remove: %v\n%s", err, out)
+	}
+	if out, err = cli("remove", added.ID); gateway.ErrorCode(err) != gateway.ENotFound {
+		t.Fatalf("remove twice: %v\n%s", err, out)
+	}
+	if out, err = cli("remove", "crm"); gateway.ErrorCode(err) != gateway.EConflict {
+		t.Fatalf("remove of a configured endpoint: %v\n%s", err, out)
+	}
+	if out, _ = cli("list", "-o", "json"); strings.Contains(out, added.ID) || !strings.Contains(out, `"source": "config"`) {
+		t.Fatalf("list after remove:\n%s", out)
 	}
 }
 

@@ -112,6 +112,8 @@ type Deps struct {
 	Metrics http.Handler
 	// Hooks, when set, serves POST /v1/hooks/{name} (automation hook triggers, hooks.go).
 	Hooks Hooks
+	// Webhooks, when set, serves /v1/webhooks (webhooks.go).
+	Webhooks WebhookRegistry
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
@@ -200,6 +202,9 @@ func (s *Server) routes() {
 	}
 	if s.deps.Hooks != nil {
 		s.handle("POST /v1/hooks/{name}", 0, s.callHook)
+	}
+	if s.deps.Webhooks != nil {
+		s.webhookRoutes()
 	}
 	if m := s.deps.Metrics; m != nil {
 		s.handle("GET /metrics", public|quiet, func(w http.ResponseWriter, r *http.Request, _ gateway.APIKey) error {

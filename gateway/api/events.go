@@ -17,42 +17,61 @@ import (
 
 // Event types of GET /v1/events (and of webhooks).
 const (
-	EventMessageStatus  = "message.status"
-	EventMessageInbound = "message.inbound"
+	EventMessageStatus   = "message.status"
+	EventMessageInbound  = "message.inbound"
+	EventConsentChanged  = gateway.EventConsentChanged
+	EventAccountState    = gateway.EventAccountState
+	EventWebhookDisabled = gateway.EventWebhookDisabled
 )
+
+// eventTypes are the types a client can filter on.
+var eventTypes = []string{EventMessageStatus, EventMessageInbound, EventConsentChanged, EventAccountState, EventWebhookDisabled}
 
 // DefaultHeartbeat is how often an idle event stream gets a comment line, so proxies keep it open
 // and a dead client is noticed.
 const DefaultHeartbeat = 15 * time.Second
 
-// EventCursor is a position in a tenant's event streams: the last STATUS and INBOUND stream
-// sequences a client has seen. It is the SSE event id ("<status>-<inbound>"), so a client that
-// reconnects with Last-Event-ID resumes right after the last event it received.
+// EventCursor is a position in a tenant's event streams: the last STATUS, INBOUND and EVENTS
+// stream sequences a client has seen. It is the SSE event id ("<status>-<inbound>-<events>"), so
+// a client that reconnects with Last-Event-ID resumes right after the last event it received.
 type EventCursor struct {
-	Status, Inbound uint64
+	Status, Inbound, Events uint64
 }
 
-// String is the cursor as an event id.
+// String is the cursor as an event id. While the EVENTS part is 0 it is left out, so the ids
+// keep the two-part form they had before that stream existed.
 func (c EventCursor) String() string {
-	return strconv.FormatUint(c.Status, 10) + "-" + strconv.FormatUint(c.Inbound, 10)
+	id := strconv.FormatUint(c.Status, 10) + "-" + strconv.FormatUint(c.Inbound, 10)
+	if c.Events > 0 {
+		id += "-" + strconv.FormatUint(c.Events, 10)
+	}
+	return id
 }
 
-// ParseEventCursor parses an event id written by String.
+// ParseEventCursor parses an event id written by String: a two-part id has seen no tenant event
+// yet, and resumes EVENTS from the start of what it keeps.
 func ParseEventCursor(s string) (EventCursor, error) {
-	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
-	st, err1 := strconv.ParseUint(a, 10, 64)
-	in, err2 := strconv.ParseUint(b, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
-		return EventCursor{}, gateway.FieldErrorf(gateway.EInvalidField, "Last-Event-ID",
-			"not an event id of this stream (want <status seq>-<inbound seq>)")
+	parts := strings.Split(strings.TrimSpace(s), "-")
+	bad := gateway.FieldErrorf(gateway.EInvalidField, "Last-Event-ID",
+		"not an event id of this stream (want <status seq>-<inbound seq>-<events seq>)")
+	if len(parts) != 2 && len(parts) != 3 {
+		return EventCursor{}, bad
 	}
-	return EventCursor{Status: st, Inbound: in}, nil
+	var seqs [3]uint64
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return EventCursor{}, bad
+		}
+		seqs[i] = n
+	}
+	return EventCursor{Status: seqs[0], Inbound: seqs[1], Events: seqs[2]}, nil
 }
 
 // Event is one event of a tenant's stream.
 type Event struct {
 	Cursor  EventCursor // the position after this event
-	Type    string      // EventMessageStatus, EventMessageInbound
+	Type    string      // EventMessageStatus, EventMessageInbound, EventConsentChanged …
 	Channel gateway.Channel
 	Status  gateway.Status // message.status only
 	Data    json.RawMessage
@@ -88,8 +107,8 @@ func parseEventFilter(q url.Values) (eventFilter, error) {
 		return out
 	}
 	for _, t := range list("type") {
-		if t != EventMessageStatus && t != EventMessageInbound {
-			return f, gateway.FieldErrorf(gateway.EInvalidField, "type", "unknown event type %q (message.status, message.inbound)", t)
+		if !slices.Contains(eventTypes, t) {
+			return f, gateway.FieldErrorf(gateway.EInvalidField, "type", "unknown event type %q (%s)", t, strings.Join(eventTypes, ", "))
 		}
 		f.types = append(f.types, t)
 	}

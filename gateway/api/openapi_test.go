@@ -30,7 +30,14 @@ func (examplePrivacy) RequestErasure(_ context.Context, tenant string, _ store.A
 	return store.Erasure{ID: "era_1", Tenant: tenant}, nil
 }
 
+type exampleWebhooks struct{ api.WebhookRegistry }
+
+func (exampleWebhooks) CreateWebhook(_ context.Context, tenant string, w api.NewWebhook) (api.WebhookInfo, error) {
+	return api.WebhookInfo{Webhook: store.Webhook{ID: "wh_1", Tenant: tenant, URL: w.URL, Events: w.Events}, Secret: "whsec_example"}, nil
+}
+
 func allRoutes(_ *api.Config, d *api.Deps) {
+	d.Webhooks = exampleWebhooks{}
 	d.Consent = exampleConsent{}
 	d.Privacy = examplePrivacy{}
 	d.Media = &fakeMedia{files: map[string]gateway.MediaFile{}, data: map[string][]byte{}}

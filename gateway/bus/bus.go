@@ -214,7 +214,7 @@ func withDefaults(cfg Config) (Config, error) {
 	return cfg, nil
 }
 
-// streamConfigs returns the five streams. The duplicate window may not exceed a stream's MaxAge.
+// streamConfigs returns the six streams. The duplicate window may not exceed a stream's MaxAge.
 func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 	dup := func(maxAge time.Duration) time.Duration {
 		if maxAge > 0 && maxAge < b.cfg.DuplicateWindow {
@@ -242,6 +242,7 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 		base(StreamStatus, prefixStatus, "status events", jetstream.LimitsPolicy, b.cfg.StatusMaxAge),
 		base(StreamInbound, prefixInbound, "inbound messages (sealed)", jetstream.LimitsPolicy, b.cfg.InboundMaxAge),
 		base(StreamDeadLetter, prefixDead, "messages whose handler gave up; list and replay them", jetstream.LimitsPolicy, b.cfg.DeadLetterMaxAge),
+		base(StreamEvents, prefixEvents, "tenant events: consent changes, account states, disabled webhooks", jetstream.LimitsPolicy, b.cfg.StatusMaxAge),
 	}
 }
 

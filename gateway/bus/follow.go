@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,4 +68,55 @@ func (b *Bus) Follow(ctx context.Context, subjectFilter string, fromStart bool, 
 			return err
 		}
 	}
+}
+
+// FollowSince calls fn, in stream order, for every message matching subjectFilter that the
+// stream stored at or after since, and returns once it has seen those there were when it was
+// called (a replay; later messages are not waited for). Like Follow, it leaves nothing behind.
+func (b *Bus) FollowSince(ctx context.Context, subjectFilter string, since time.Time, fn func(*Msg) error) error {
+	if err := validateFilter(subjectFilter); err != nil {
+		return err
+	}
+	stream := StreamFor(subjectFilter)
+	if stream == StreamSend || stream == StreamDispatch {
+		return gateway.FieldErrorf(gateway.EInvalidField, "filter_subject", "%s is a work queue: replay STATUS or INBOUND subjects", stream)
+	}
+	cons, err := b.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjectFilter},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return gateway.WrapError(gateway.EUnavailable, err, "bus: replay %s", subjectFilter)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return gateway.WrapError(gateway.EUnavailable, err, "bus: replay %s", subjectFilter)
+	}
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(int(min(left, 100)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return gateway.WrapError(gateway.EUnavailable, err, "bus: replay %s", subjectFilter)
+		}
+		got := 0
+		for raw := range batch.Messages() {
+			left--
+			got++
+			m := newMsg(raw)
+			m.raw = nil
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return gateway.WrapError(gateway.EUnavailable, err, "bus: replay %s", subjectFilter)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if got == 0 {
+			return nil // what was pending is gone (the stream's retention): nothing more to see
+		}
+	}
+	return nil
 }

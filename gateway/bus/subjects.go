@@ -15,6 +15,7 @@ const (
 	StreamStatus     = "STATUS"
 	StreamInbound    = "INBOUND"
 	StreamDeadLetter = "DEADLETTER"
+	StreamEvents     = "EVENTS"
 )
 
 // Subject prefixes. Every stream owns "<prefix>.>".
@@ -24,6 +25,7 @@ const (
 	prefixStatus   = "sb.status"
 	prefixInbound  = "sb.inbound"
 	prefixDead     = "sb.dead"
+	prefixEvents   = "sb.event"
 )
 
 // maxTokenLen bounds one subject token (a tenant, channel, account or consumer name).
@@ -54,6 +56,10 @@ func StatusSubject(tenant string) string { return prefixStatus + "." + tenant }
 func InboundSubject(tenant, channel string) string {
 	return prefixInbound + "." + tenant + "." + channel
 }
+
+// EventSubject carries a tenant's events of one kind (consent, account, webhook):
+// sb.event.<tenant>.<kind>.
+func EventSubject(tenant, kind string) string { return prefixEvents + "." + tenant + "." + kind }
 
 // DeadLetterSubject is where a consumer's dead letters go: sb.dead.<stream>.<consumer>.
 func DeadLetterSubject(stream, consumer string) string {
@@ -103,6 +109,8 @@ func layoutFor(subject string) (streamLayout, string, bool) {
 		l = streamLayout{StreamInbound, prefixInbound, 2, []string{"tenant", "channel"}}
 	case prefixDead:
 		l = streamLayout{StreamDeadLetter, prefixDead, 2, []string{"stream", "consumer"}}
+	case prefixEvents:
+		l = streamLayout{StreamEvents, prefixEvents, 2, []string{"tenant", "kind"}}
 	default:
 		return streamLayout{}, "", false
 	}

@@ -1,7 +1,7 @@
 // Package events is the source of a tenant's live events (GET /v1/events): status events from
-// the STATUS stream and inbound messages from the INBOUND stream, read with ordered consumers
-// from a start sequence, so a client that resumes from an event id misses nothing and sees
-// nothing twice.
+// the STATUS stream, inbound messages from the INBOUND stream and tenant events (consent changes,
+// account states, disabled webhooks) from the EVENTS stream, read with ordered consumers from a
+// start sequence, so a client that resumes from an event id misses nothing and sees nothing twice.
 package events
 
 import (
@@ -60,6 +60,7 @@ func (s *Source) Events(ctx context.Context, tenant string, from api.EventCursor
 	}{
 		{bus.StreamStatus, bus.StatusSubject(tenant), cur.Status},
 		{bus.StreamInbound, bus.InboundSubject(tenant, "*"), cur.Inbound},
+		{bus.StreamEvents, bus.EventSubject(tenant, "*"), cur.Events},
 	} {
 		stop, err := s.follow(ctx, sub.stream, sub.filter, sub.after, in)
 		if err != nil {
@@ -85,6 +86,9 @@ func (s *Source) Events(ctx context.Context, tenant string, from api.EventCursor
 		case bus.StreamInbound:
 			cur.Inbound = m.seq
 			ev, ok = s.inbound(ctx, m.data)
+		case bus.StreamEvents:
+			cur.Events = m.seq
+			ev, ok = s.tenantEvent(m.data)
 		}
 		if !ok {
 			continue
@@ -104,6 +108,9 @@ func (s *Source) Position(ctx context.Context) (api.EventCursor, error) {
 		return cur, err
 	}
 	if cur.Inbound, err = s.lastSeq(ctx, bus.StreamInbound); err != nil {
+		return cur, err
+	}
+	if cur.Events, err = s.lastSeq(ctx, bus.StreamEvents); err != nil {
 		return cur, err
 	}
 	return cur, nil
@@ -177,4 +184,18 @@ func (s *Source) inbound(ctx context.Context, data []byte) (api.Event, bool) {
 		return api.Event{}, false
 	}
 	return api.Event{Type: api.EventMessageInbound, Channel: ev.Channel, Data: b}, true
+}
+
+// tenantEvent is a consent change, account state or disabled webhook: its data as published.
+func (s *Source) tenantEvent(data []byte) (api.Event, bool) {
+	var ev gateway.TenantEvent
+	if err := json.Unmarshal(data, &ev); err != nil || ev.Type == "" {
+		s.Log.Warn().Err(err).Msg("events: undecodable tenant event")
+		return api.Event{}, false
+	}
+	var ch struct {
+		Channel gateway.Channel `json:"channel"`
+	}
+	_ = json.Unmarshal(ev.Data, &ch) // consent and account events name their channel
+	return api.Event{Type: ev.Type, Channel: ch.Channel, Data: ev.Data}, true
 }

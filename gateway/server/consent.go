@@ -28,7 +28,7 @@ func (s *Server) consentPolicy(tenant string, ch gateway.Channel) (consent.Polic
 
 // consentRegistry is the registry behind the consent API and the keyword handler.
 func (s *Server) consentRegistry() *consent.Registry {
-	return &consent.Registry{Store: s.db, Log: s.log.With().Str("component", "consent").Logger(), Metrics: s.metrics}
+	return &consent.Registry{Store: s.db, Log: s.log.With().Str("component", "consent").Logger(), Metrics: s.metrics, Events: s.bus}
 }
 
 // consentStage is the consent check at one point of the pipeline (intake, router, runner).

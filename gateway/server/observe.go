@@ -57,7 +57,7 @@ type busBacklogs struct{ b *bus.Bus }
 
 func (bb busBacklogs) Backlogs(ctx context.Context) ([]metrics.Backlog, error) {
 	var out []metrics.Backlog
-	for _, name := range []string{bus.StreamSend, bus.StreamDispatch, bus.StreamStatus, bus.StreamInbound} {
+	for _, name := range []string{bus.StreamSend, bus.StreamDispatch, bus.StreamStatus, bus.StreamInbound, bus.StreamEvents} {
 		st, err := bb.b.JetStream().Stream(ctx, name)
 		if err != nil {
 			return nil, err

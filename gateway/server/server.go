@@ -101,7 +101,7 @@ type Server struct {
 	runners   []*adapters.Runner
 	sandboxes map[accountKey]*sandbox.Adapter
 	metrics   *metrics.Metrics
-	webhooks  *delivery.Dispatcher // nil when no tenant has a webhook
+	webhooks  *delivery.Dispatcher // configured and API-created endpoints
 	privacy   *privacy.Service
 	sweeper   *privacy.Sweeper
 

@@ -74,9 +74,11 @@ func (s *Server) wire(ctx context.Context) error {
 		}
 	}
 
-	if s.webhooks, err = s.newWebhooks(); err != nil {
+	d, webhooks, err := s.newWebhooks()
+	if err != nil {
 		return err
 	}
+	s.webhooks = d
 
 	deps := api.Deps{
 		Intake:    countingIntake{s.intake, s.metrics},
@@ -91,6 +93,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Events:    s.eventSource(),
 		Metrics:   s.metrics.Handler(),
 		Hooks:     s.automations,
+		Webhooks:  webhookAPI{webhooks},
 		Ready: []api.ReadyCheck{
 			{Name: "store", Check: s.db.Ping},
 			{Name: "bus", Check: s.bus.Ready},
@@ -152,6 +155,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
 		Store: s.db, Media: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
 		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
+		OnState: s.accountStateEvents(tenant, ch, acct.Name, log),
 	})
 	if err != nil {
 		return err

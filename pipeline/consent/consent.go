@@ -46,6 +46,8 @@ type Registry struct {
 	Log   zerolog.Logger
 	// Metrics, when set, counts each recorded change.
 	Metrics Metrics
+	// Events, when set, gets a consent.changed event per recorded change (webhooks, SSE).
+	Events pipeline.Publisher
 }
 
 // Metrics counts consent decisions for the operator (gateway/metrics implements it), so that this
@@ -100,10 +102,22 @@ func (r *Registry) logChange(ctx context.Context, c store.ConsentChange) {
 	if c.InboundMessageID != "" {
 		ev = ev.Str("inbound_msg_id", c.InboundMessageID)
 	}
+	short := ""
 	if chk, err := r.Store.CheckConsent(ctx, c.Tenant, c.Channel, c.Subject, c.Category, ""); err == nil {
-		ev = ev.Str("subject", pipeline.ShortSubject(chk.Subject))
+		short = pipeline.ShortSubject(chk.Subject)
+		ev = ev.Str("subject", short)
 	}
 	ev.Send()
+	if r.Events == nil {
+		return
+	}
+	// Masked, with the short blind index: never the identifier itself.
+	if err := pipeline.PublishTenantEvent(ctx, r.Events, c.Tenant, gateway.EventConsentChanged, c.At, gateway.ConsentChangedData{
+		Channel: c.Channel, Masked: c.Subject.Masked(), Subject: short, Category: c.Category, State: string(c.State),
+		Source: string(c.Source), InboundMessageID: c.InboundMessageID,
+	}); err != nil {
+		r.Log.Warn().Err(err).Str("tenant", c.Tenant).Msg("consent: publishing consent.changed")
+	}
 }
 
 // Stage is the consent check of pipeline.Stage, used at accept, before routing and right before

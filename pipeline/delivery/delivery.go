@@ -5,6 +5,11 @@
 // exponential backoff and jitter until it succeeds or the event is older than MaxAge; a process
 // that dies between attempts leaves the event unacknowledged, and the next process retries it.
 // Targets on internal addresses are refused at dial time unless allowed (ssrf.go).
+//
+// Endpoints come from the config file or from the API (registry.go, kept in the store with their
+// secrets sealed); the dispatcher follows the store without a restart, logs every attempt,
+// disables a stored endpoint after DisableAfter events given up in a row (webhook.disabled), and
+// replays what the streams kept since a time with the original webhook-ids (replay.go).
 package delivery
 
 import (
@@ -15,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -28,13 +34,20 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
 	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/store"
 )
 
 // Event types an endpoint can subscribe to.
 const (
-	EventMessageStatus  = "message.status"
-	EventMessageInbound = "message.inbound"
+	EventMessageStatus   = "message.status"
+	EventMessageInbound  = "message.inbound"
+	EventConsentChanged  = gateway.EventConsentChanged
+	EventAccountState    = gateway.EventAccountState
+	EventWebhookDisabled = gateway.EventWebhookDisabled
 )
+
+// Events are the event types an endpoint can subscribe to.
+var Events = []string{EventMessageStatus, EventMessageInbound, EventConsentChanged, EventAccountState, EventWebhookDisabled}
 
 // Defaults for the zero values of Config.
 const (
@@ -42,7 +55,20 @@ const (
 	DefaultBaseDelay = 5 * time.Second
 	DefaultMaxDelay  = time.Hour
 	DefaultTimeout   = 15 * time.Second
+	// DefaultRefresh is how often the stored endpoints are re-read, for changes made through
+	// another replica (this one syncs at once on Changed).
+	DefaultRefresh = 30 * time.Second
+	// DefaultDisableAfter consecutive events given up disable a stored endpoint. The first one
+	// given up means every attempt failed for the whole retry period (MaxAge, 72h); the events
+	// queued behind it are by then older than that too, so the endpoint is disabled right after,
+	// instead of taking one attempt per backlogged event for days.
+	DefaultDisableAfter = 3
+	// DefaultLogRetention is how long delivery log lines are kept (at least MaxAge).
+	DefaultLogRetention = 7 * 24 * time.Hour
 )
+
+// Reasons an endpoint is disabled.
+const DisabledPersistentFailure = "persistent_failure"
 
 // Endpoint is one webhook target of a tenant.
 type Endpoint struct {
@@ -56,6 +82,8 @@ type Endpoint struct {
 	// AllowPrivate lets the endpoint be on a private, loopback or link-local address.
 	AllowPrivate bool
 }
+
+func (e Endpoint) key() string { return e.Tenant + "/" + e.ID }
 
 func (e Endpoint) wants(event string) bool {
 	return len(e.Events) == 0 || slices.Contains(e.Events, event)
@@ -76,8 +104,8 @@ func (e Endpoint) validate() error {
 		return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.secrets", "webhook %s: one or two secrets (two while rotating)", e.ID)
 	}
 	for _, ev := range e.Events {
-		if ev != EventMessageStatus && ev != EventMessageInbound {
-			return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.events", "webhook %s: unknown event %q (message.status, message.inbound)", e.ID, ev)
+		if !slices.Contains(Events, ev) {
+			return gateway.FieldErrorf(gateway.EInvalidField, "webhooks.events", "webhook %s: unknown event %q (%s)", e.ID, ev, strings.Join(Events, ", "))
 		}
 	}
 	return nil
@@ -99,9 +127,11 @@ type Metrics interface {
 	WebhookAttempt(tenant, endpoint, outcome string)
 }
 
-// Consumer is the part of the bus the dispatcher needs.
+// Consumer is the part of the bus the dispatcher needs: durable consumers, and a replay of what
+// a stream stored since a time.
 type Consumer interface {
 	Consume(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) error
+	FollowSince(ctx context.Context, subjectFilter string, since time.Time, fn func(*bus.Msg) error) error
 }
 
 // Config configures New.
@@ -122,12 +152,78 @@ type Config struct {
 	Jitter func() float64
 	// Client posts the requests; default NewClient per endpoint (SSRF guard).
 	Client func(e Endpoint) *http.Client
+	// Store, when set, holds the endpoints created through the API (run beside the configured
+	// ones) and the delivery log.
+	Store Store
+	// Refresh is how often the stored endpoints are re-read (default 30s).
+	Refresh time.Duration
+	// DisableAfter is the number of consecutive events given up after which a stored endpoint
+	// is disabled (default 3).
+	DisableAfter int
+	// LogRetention bounds the delivery log (default 7 days, at least MaxAge).
+	LogRetention time.Duration
+	// Publisher, when set, publishes webhook.disabled when an endpoint is disabled.
+	Publisher pipeline.Publisher
 }
 
-// Dispatcher runs the endpoints' consumers.
+// Store is the part of store.Webhooks the dispatcher needs.
+type Store interface {
+	ListWebhooks(ctx context.Context, tenant string) ([]store.Webhook, error)
+	SetWebhookDisabled(ctx context.Context, tenant, id string, at time.Time, reason string) error
+	RecordWebhookAttempt(ctx context.Context, a store.WebhookAttempt) error
+	PurgeWebhookAttempts(ctx context.Context, before time.Time, limit int) (int64, error)
+}
+
+// ConsumerDeleter is implemented by a bus that can delete a durable consumer; the dispatcher
+// uses it to leave nothing behind for a deleted endpoint.
+type ConsumerDeleter interface {
+	DeleteConsumer(ctx context.Context, stream, durable string) error
+}
+
+// FromStore is the Endpoint of a stored webhook, signing with the secrets active at now.
+func FromStore(w store.Webhook, now time.Time) (Endpoint, error) {
+	e := Endpoint{ID: w.ID, Tenant: w.Tenant, URL: w.URL, Events: w.Events, AllowPrivate: w.AllowPrivate}
+	for _, s := range w.Active(now) {
+		k, err := ParseSecret(s.Value)
+		if err != nil {
+			return e, err
+		}
+		e.Secrets = append(e.Secrets, k)
+	}
+	return e, e.validate()
+}
+
+// Dispatcher runs the endpoints' consumers: the configured ones for as long as it runs, and the
+// API-created ones (Config.Store) as they come, change and go.
 type Dispatcher struct {
 	cfg     Config
-	clients map[string]*http.Client // by tenant/endpoint id
+	changed chan struct{} // Changed pokes the sync loop
+
+	mu        sync.Mutex
+	running   map[string]*endpointRun // by tenant/endpoint id
+	replaying map[string]bool         // endpoints with a replay under way
+	runCtx    context.Context         // set while Run runs: replays run under it
+	wg        sync.WaitGroup          // every consumer and replay goroutine
+	runErr    error                   // the first consumer failure
+}
+
+// endpointRun is one endpoint's running consumers.
+type endpointRun struct {
+	fromStore bool
+	stop      context.CancelFunc
+	done      chan struct{} // closed when its consumers have returned
+
+	mu      sync.Mutex
+	ep      Endpoint // the secrets change in place on a rotation
+	client  *http.Client
+	givenUp int  // consecutive events given up (auto-disable)
+	deleted bool // removed, not just disabled: drop its durable consumers once stopped
+}
+
+func (r *endpointRun) current() (Endpoint, *http.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ep, r.client
 }
 
 // New checks the endpoints and returns a Dispatcher.
@@ -153,55 +249,242 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = bus.DefaultAckWait
 	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.DisableAfter <= 0 {
+		cfg.DisableAfter = DefaultDisableAfter
+	}
+	if cfg.LogRetention <= 0 {
+		cfg.LogRetention = max(DefaultLogRetention, cfg.MaxAge)
+	}
 	if cfg.Jitter == nil {
 		cfg.Jitter = rand.Float64
 	}
 	if cfg.Client == nil {
 		cfg.Client = func(e Endpoint) *http.Client { return NewClient(e.AllowPrivate, cfg.Timeout) }
 	}
-	d := &Dispatcher{cfg: cfg, clients: map[string]*http.Client{}}
+	d := &Dispatcher{cfg: cfg, changed: make(chan struct{}, 1), running: map[string]*endpointRun{}, replaying: map[string]bool{}}
+	seen := map[string]bool{}
 	for _, e := range cfg.Endpoints {
 		if err := e.validate(); err != nil {
 			return nil, err
 		}
-		key := e.Tenant + "/" + e.ID
-		if d.clients[key] != nil {
+		if seen[e.key()] {
 			return nil, gateway.FieldErrorf(gateway.EInvalidField, "webhooks.id", "tenant %s has two webhooks named %s", e.Tenant, e.ID)
 		}
-		d.clients[key] = cfg.Client(e)
+		seen[e.key()] = true
 	}
 	return d, nil
 }
 
+// Changed tells a running dispatcher that the stored endpoints changed (created, deleted,
+// rotated, enabled): it syncs at once instead of at its next Refresh.
+func (d *Dispatcher) Changed() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
 // Run consumes until ctx is done; an attempt in flight finishes, a retry waiting is left
-// unacknowledged for the next run.
+// unacknowledged for the next run. With a Store it re-reads the stored endpoints every Refresh
+// (and on Changed), starting and stopping their consumers, and purges the delivery log.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errc := make(chan error, 2*len(d.cfg.Endpoints))
+	d.mu.Lock()
+	d.runCtx = ctx
+	d.mu.Unlock()
 	for _, e := range d.cfg.Endpoints {
-		for _, sub := range []struct{ event, stream, filter string }{
-			{EventMessageStatus, bus.StreamStatus, bus.StatusSubject(e.Tenant)},
-			{EventMessageInbound, bus.StreamInbound, bus.InboundSubject(e.Tenant, "*")},
-		} {
-			if !e.wants(sub.event) {
-				continue
+		d.start(ctx, e, false)
+	}
+	if d.cfg.Store != nil {
+		tick := time.NewTicker(d.cfg.Refresh)
+		defer tick.Stop()
+		d.sync(ctx)
+		d.purge(ctx)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-d.changed:
+				d.sync(ctx)
+			case <-tick.C:
+				d.sync(ctx)
+				d.purge(ctx)
 			}
-			cc := bus.ConsumerConfig{
-				Stream: sub.stream, Durable: "webhook_" + e.Tenant + "_" + e.ID + "_" + strings.ToLower(sub.stream),
-				FilterSubject: sub.filter, AckWait: d.cfg.AckWait, MaxDeliver: 1 << 20, MaxAckPending: 1, Concurrency: 1,
-			}
-			wg.Go(func() {
-				if err := d.cfg.Bus.Consume(ctx, cc, func(hctx context.Context, m *bus.Msg) error {
-					return d.handle(ctx, hctx, e, sub.event, m)
-				}); err != nil && !errors.Is(err, context.Canceled) {
-					errc <- fmt.Errorf("webhook %s/%s: %w", e.Tenant, e.ID, err)
-				}
-			})
 		}
 	}
-	wg.Wait()
-	close(errc)
-	return <-errc
+	<-ctx.Done()
+	d.mu.Lock()
+	d.runCtx = nil // no replay starts once the wait below has begun
+	d.mu.Unlock()
+	d.wg.Wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runErr
+}
+
+// start runs e's consumers, one per stream it subscribes to, until ctx is done or it is stopped.
+func (d *Dispatcher) start(ctx context.Context, e Endpoint, fromStore bool) {
+	ectx, stop := context.WithCancel(ctx)
+	r := &endpointRun{fromStore: fromStore, stop: stop, done: make(chan struct{}), ep: e, client: d.cfg.Client(e)}
+	d.mu.Lock()
+	d.running[e.key()] = r
+	d.mu.Unlock()
+	var consumers sync.WaitGroup
+	for _, sub := range subscriptions(e) {
+		consumers.Add(1)
+		d.wg.Go(func() {
+			defer consumers.Done()
+			err := d.cfg.Bus.Consume(ectx, sub.consumer(e, d.cfg.AckWait), func(hctx context.Context, m *bus.Msg) error {
+				return d.handle(ectx, hctx, r, sub.event, m)
+			})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				d.cfg.Log.Error().Err(err).Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook consumer stopped")
+				d.mu.Lock()
+				if d.runErr == nil {
+					d.runErr = fmt.Errorf("webhook %s/%s: %w", e.Tenant, e.ID, err)
+				}
+				d.mu.Unlock()
+			}
+		})
+	}
+	d.wg.Go(func() {
+		consumers.Wait()
+		close(r.done)
+		r.mu.Lock()
+		deleted := r.deleted
+		r.mu.Unlock()
+		if deleted {
+			d.dropConsumers(e)
+		}
+	})
+}
+
+// subscription is one stream (and on EVENTS one kind) an endpoint consumes.
+type subscription struct{ event, stream, filter, kind string }
+
+func subscriptions(e Endpoint) []subscription {
+	var out []subscription
+	for _, sub := range []subscription{
+		{EventMessageStatus, bus.StreamStatus, bus.StatusSubject(e.Tenant), ""},
+		{EventMessageInbound, bus.StreamInbound, bus.InboundSubject(e.Tenant, "*"), ""},
+		{EventConsentChanged, bus.StreamEvents, bus.EventSubject(e.Tenant, "consent"), "consent"},
+		{EventAccountState, bus.StreamEvents, bus.EventSubject(e.Tenant, "account"), "account"},
+		{EventWebhookDisabled, bus.StreamEvents, bus.EventSubject(e.Tenant, "webhook"), "webhook"},
+	} {
+		if e.wants(sub.event) {
+			out = append(out, sub)
+		}
+	}
+	return out
+}
+
+func (s subscription) durable(e Endpoint) string {
+	name := "webhook_" + e.Tenant + "_" + e.ID + "_" + strings.ToLower(s.stream)
+	if s.kind != "" {
+		name += "_" + s.kind
+	}
+	return name
+}
+
+func (s subscription) consumer(e Endpoint, ackWait time.Duration) bus.ConsumerConfig {
+	return bus.ConsumerConfig{
+		Stream: s.stream, Durable: s.durable(e), FilterSubject: s.filter,
+		AckWait: ackWait, MaxDeliver: 1 << 20, MaxAckPending: 1, Concurrency: 1,
+	}
+}
+
+// dropConsumers deletes a deleted endpoint's durable consumers, so the streams keep nothing for it.
+func (d *Dispatcher) dropConsumers(e Endpoint) {
+	dc, ok := d.cfg.Bus.(ConsumerDeleter)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, sub := range subscriptions(e) {
+		if err := dc.DeleteConsumer(ctx, sub.stream, sub.durable(e)); err != nil && gateway.ErrorCode(err) != gateway.ENotFound {
+			d.cfg.Log.Warn().Err(err).Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook: deleting a removed endpoint's consumer")
+		}
+	}
+}
+
+// sync makes the running stored endpoints match the store: new and enabled ones start, deleted
+// and disabled ones stop, rotated secrets are swapped in.
+func (d *Dispatcher) sync(ctx context.Context) {
+	ws, err := d.cfg.Store.ListWebhooks(ctx, "")
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Log.Warn().Err(err).Msg("webhook: reading the stored endpoints")
+		}
+		return
+	}
+	now := d.cfg.Clock.Now()
+	want := map[string]Endpoint{}
+	listed := map[string]bool{}
+	for _, w := range ws {
+		e, err := FromStore(w, now)
+		listed[e.key()] = true
+		if err != nil {
+			d.cfg.Log.Error().Err(err).Str("tenant", w.Tenant).Str("webhook", w.ID).Msg("webhook: a stored endpoint is unusable")
+			continue
+		}
+		if w.DisabledAt.IsZero() {
+			want[e.key()] = e
+		}
+	}
+	var stale []*endpointRun
+	d.mu.Lock()
+	for key, r := range d.running {
+		if _, ok := want[key]; r.fromStore && !ok {
+			r.mu.Lock()
+			r.deleted = !listed[key]
+			r.mu.Unlock()
+			r.stop()
+			stale = append(stale, r)
+			delete(d.running, key)
+		}
+	}
+	var fresh []Endpoint
+	for key, e := range want {
+		r := d.running[key]
+		switch {
+		case r == nil:
+			fresh = append(fresh, e)
+		case !r.fromStore:
+			d.cfg.Log.Warn().Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook: a stored endpoint has the id of a configured one; the configured one wins")
+		default:
+			r.mu.Lock()
+			r.ep.Secrets = e.Secrets
+			r.mu.Unlock()
+		}
+	}
+	d.mu.Unlock()
+	for _, r := range stale {
+		<-r.done // a disabled endpoint enabled again must not run twice on its durable
+	}
+	for _, e := range fresh {
+		d.start(ctx, e, true)
+	}
+}
+
+// purge deletes delivery log lines older than LogRetention.
+func (d *Dispatcher) purge(ctx context.Context) {
+	before := d.cfg.Clock.Now().Add(-d.cfg.LogRetention)
+	for {
+		n, err := d.cfg.Store.PurgeWebhookAttempts(ctx, before, 1000)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.cfg.Log.Warn().Err(err).Msg("webhook: purging the delivery log")
+			}
+			return
+		}
+		if n < 1000 {
+			return
+		}
+	}
 }
 
 // TestPayload is the body of a test event (`switchboard webhooks test`): type webhook.test.
@@ -219,8 +502,9 @@ type payload struct {
 
 // handle delivers one event to one endpoint, retrying until it succeeds, the event is too old,
 // or run is done (then the event stays unacknowledged and comes back).
-func (d *Dispatcher) handle(run, hctx context.Context, e Endpoint, event string, m *bus.Msg) error {
-	data, at, ok, err := d.eventData(hctx, event, m)
+func (d *Dispatcher) handle(run, hctx context.Context, r *endpointRun, event string, m *bus.Msg) error {
+	e, _ := r.current()
+	data, msgID, at, ok, err := d.eventData(hctx, event, m)
 	if err != nil {
 		return err // the keyring is unavailable: try again later
 	}
@@ -231,26 +515,33 @@ func (d *Dispatcher) handle(run, hctx context.Context, e Endpoint, event string,
 	if err != nil {
 		return bus.Terminal(err)
 	}
-	id := "evt_" + strings.ToLower(m.Stream) + "_" + strconv.FormatUint(m.StreamSeq, 10)
+	id := eventID(m)
 	log := d.cfg.Log.With().Str("event", "webhook_attempt").Str("tenant", e.Tenant).Str("webhook", e.ID).
 		Str("webhook_id", id).Str("type", event).Logger()
 	for attempt := 1; ; attempt++ {
 		_ = m.InProgress()
 		start := d.cfg.Clock.Now()
-		status, err := d.post(hctx, e, id, body)
+		e, client := r.current()
+		status, err := d.post(hctx, client, e, id, body)
 		latency := d.cfg.Clock.Now().Sub(start)
 		ev := log.Info()
 		if err != nil {
 			ev = log.Warn().Str("error", err.Error())
 		}
 		ev.Int("attempt", attempt).Int("status_code", status).Float64("latency_ms", float64(latency.Microseconds())/1000).Send()
+		d.record(hctx, store.WebhookAttempt{Tenant: e.Tenant, Webhook: e.ID, Event: event, EventID: id, MessageID: msgID,
+			Attempt: attempt, StatusCode: status, LatencyMS: latency.Milliseconds(), Error: ErrorClass(status, err), At: start})
 		if err == nil {
 			d.count(e, "ok")
+			r.mu.Lock()
+			r.givenUp = 0
+			r.mu.Unlock()
 			return nil
 		}
 		if d.cfg.Clock.Now().Sub(at) >= d.cfg.MaxAge {
 			d.count(e, "gave_up")
 			log.Error().Int("attempts", attempt).Msg("webhook: giving up on an event older than the retry period")
+			d.gaveUp(hctx, r)
 			return nil
 		}
 		d.count(e, "failed")
@@ -258,6 +549,11 @@ func (d *Dispatcher) handle(run, hctx context.Context, e Endpoint, event string,
 			return err // shutting down: the event stays unacknowledged
 		}
 	}
+}
+
+// eventID is the webhook-id of a stream message: the same on every attempt and on a replay.
+func eventID(m *bus.Msg) string {
+	return "evt_" + strings.ToLower(m.Stream) + "_" + strconv.FormatUint(m.StreamSeq, 10)
 }
 
 // delay is the wait after failed attempt n: BaseDelay·2^(n-1), capped at MaxDelay, of which a
@@ -296,10 +592,69 @@ func (d *Dispatcher) count(e Endpoint, outcome string) {
 }
 
 // post makes one attempt; a 2xx answer is success.
-func (d *Dispatcher) post(ctx context.Context, e Endpoint, id string, body []byte) (int, error) {
+func (d *Dispatcher) post(ctx context.Context, client *http.Client, e Endpoint, id string, body []byte) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
-	return Post(ctx, d.clients[e.Tenant+"/"+e.ID], e, id, d.cfg.Clock.Now(), body)
+	return Post(ctx, client, e, id, d.cfg.Clock.Now(), body)
+}
+
+// record appends an attempt to the delivery log; a failure to do so is logged, never retried
+// (the attempt itself stands).
+func (d *Dispatcher) record(ctx context.Context, a store.WebhookAttempt) {
+	if d.cfg.Store == nil {
+		return
+	}
+	if err := d.cfg.Store.RecordWebhookAttempt(context.WithoutCancel(ctx), a); err != nil {
+		d.cfg.Log.Warn().Err(err).Str("tenant", a.Tenant).Str("webhook", a.Webhook).Msg("webhook: recording an attempt")
+	}
+}
+
+// gaveUp counts an event given up; DisableAfter in a row disable a stored endpoint.
+func (d *Dispatcher) gaveUp(ctx context.Context, r *endpointRun) {
+	r.mu.Lock()
+	r.givenUp++
+	n, e := r.givenUp, r.ep
+	r.mu.Unlock()
+	if !r.fromStore || n < d.cfg.DisableAfter {
+		return
+	}
+	now := d.cfg.Clock.Now()
+	if err := d.cfg.Store.SetWebhookDisabled(context.WithoutCancel(ctx), e.Tenant, e.ID, now, DisabledPersistentFailure); err != nil {
+		d.cfg.Log.Error().Err(err).Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook: disabling a failing endpoint")
+		return
+	}
+	d.cfg.Log.Error().Str("event", "webhook_disabled").Str("tenant", e.Tenant).Str("webhook", e.ID).
+		Str("reason", DisabledPersistentFailure).Int("events_given_up", n).
+		Msg("webhook disabled: every attempt failed for the whole retry period; POST /v1/webhooks/{id}/enable resumes it")
+	d.Changed()
+	if d.cfg.Publisher != nil {
+		if err := pipeline.PublishTenantEvent(context.WithoutCancel(ctx), d.cfg.Publisher, e.Tenant, EventWebhookDisabled, now,
+			gateway.WebhookDisabledData{Webhook: e.ID, Reason: DisabledPersistentFailure}); err != nil {
+			d.cfg.Log.Warn().Err(err).Str("tenant", e.Tenant).Str("webhook", e.ID).Msg("webhook: publishing webhook.disabled")
+		}
+	}
+}
+
+// ErrorClass names what went wrong with an attempt, for the delivery log: "" when it succeeded.
+func ErrorClass(status int, err error) string {
+	var nerr net.Error
+	switch {
+	case err == nil:
+		return ""
+	case status >= 500:
+		return "http_5xx"
+	case status >= 400:
+		return "http_4xx"
+	case status >= 300:
+		return "http_3xx"
+	case status > 0:
+		return "http_status"
+	case gateway.ErrorCode(err) == gateway.EForbidden:
+		return "forbidden_target"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		return "timeout"
+	}
+	return "connection"
 }
 
 // Post sends one signed request to e: body with the webhook-id, webhook-timestamp and
@@ -328,37 +683,44 @@ func Post(ctx context.Context, client *http.Client, e Endpoint, id string, ts ti
 
 // eventData is the data of an event and when it happened; ok=false skips it (undecodable, or an
 // inbound message whose sender was erased).
-func (d *Dispatcher) eventData(ctx context.Context, event string, m *bus.Msg) (json.RawMessage, time.Time, bool, error) {
+func (d *Dispatcher) eventData(ctx context.Context, event string, m *bus.Msg) (data json.RawMessage, msgID string, at time.Time, ok bool, err error) {
 	switch event {
+	case EventConsentChanged, EventAccountState, EventWebhookDisabled:
+		var ev gateway.TenantEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Type != event {
+			d.cfg.Log.Warn().Err(err).Str("type", ev.Type).Msg("webhook: undecodable tenant event")
+			return nil, "", time.Time{}, false, nil
+		}
+		return ev.Data, "", ev.At, true, nil
 	case EventMessageStatus:
 		var ev gateway.StatusEvent
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			d.cfg.Log.Warn().Err(err).Msg("webhook: undecodable status event")
-			return nil, time.Time{}, false, nil
+			return nil, "", time.Time{}, false, nil
 		}
-		at := ev.At
+		at = ev.At
 		if at.IsZero() {
 			at = m.Time
 		}
-		return m.Data, at, true, nil
+		return m.Data, ev.MessageID, at, true, nil
 	default:
 		var env pipeline.InboundEnvelope
 		if err := json.Unmarshal(m.Data, &env); err != nil {
 			d.cfg.Log.Warn().Err(err).Msg("webhook: undecodable inbound envelope")
-			return nil, time.Time{}, false, nil
+			return nil, "", time.Time{}, false, nil
 		}
 		ev, err := pipeline.OpenInbound(ctx, d.cfg.Sealer, env)
 		if code := gateway.ErrorCode(err); err != nil && code != gateway.ENotFound && code != gateway.ESubjectErased {
-			return nil, time.Time{}, false, err
+			return nil, "", time.Time{}, false, err
 		}
 		if err != nil {
 			d.cfg.Log.Debug().Err(err).Str("msg_id", env.ID).Msg("webhook: inbound envelope does not open (erased?)")
-			return nil, time.Time{}, false, nil
+			return nil, "", time.Time{}, false, nil
 		}
 		b, err := json.Marshal(ev)
 		if err != nil {
-			return nil, time.Time{}, false, nil
+			return nil, "", time.Time{}, false, nil
 		}
-		return b, env.At, true, nil
+		return b, env.ID, env.At, true, nil
 	}
 }

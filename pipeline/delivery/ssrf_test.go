@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -46,4 +47,26 @@ func TestInternalTargetsRefused(t *testing.T) {
 		}
 		resp.Body.Close()
 	})
+}
+
+// TestErrorClassOfRefusedTarget: a target refused by the dial-time guard is logged as
+// forbidden_target, an HTTP answer by its class.
+func TestErrorClassOfRefusedTarget(t *testing.T) {
+	secret, _ := delivery.ParseSecret(delivery.NewSecret())
+	e := delivery.Endpoint{ID: "a", Tenant: "acme", URL: "http://127.0.0.1:9/hook", Secrets: []delivery.Secret{secret}}
+	status, err := delivery.Post(t.Context(), delivery.NewClient(false, time.Second), e, "evt_1", time.Now(), []byte(`{}`))
+	if got := delivery.ErrorClass(status, err); got != "forbidden_target" {
+		t.Fatalf("class %q of %v", got, err)
+	}
+	for _, tt := range []struct {
+		status int
+		want   string
+	}{{503, "http_5xx"}, {404, "http_4xx"}, {302, "http_3xx"}} {
+		if got := delivery.ErrorClass(tt.status, errors.New("answered")); got != tt.want {
+			t.Errorf("ErrorClass(%d) = %q, want %q", tt.status, got, tt.want)
+		}
+	}
+	if got := delivery.ErrorClass(200, nil); got != "" {
+		t.Errorf("success class %q", got)
+	}
 }
