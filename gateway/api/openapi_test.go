@@ -35,6 +35,8 @@ func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Events = &fakeEvents{tenants: make(chan string, 1), from: make(chan api.EventCursor, 1)}
 	d.Metrics = http.NotFoundHandler()
 	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}
+	d.Accounts = fakeAccounts{}
+	d.Linker = newFakeLinker()
 }
 
 type openAPIDoc struct {
