@@ -76,6 +76,9 @@ type Options struct {
 	OnReload     func(automation.ReloadResult)
 	// OnAutomation sees the outcome of every automation action (tests, metrics).
 	OnAutomation func(automation.Outcome)
+	// SandboxLinkStep is how long each step of a sandbox account's simulated link shows
+	// (tests); zero for the sandbox's default.
+	SandboxLinkStep time.Duration
 }
 
 // Server is a running gateway.
@@ -99,6 +102,11 @@ type Server struct {
 	webhooks  *delivery.Dispatcher // nil when no tenant has a webhook
 	privacy   *privacy.Service
 	sweeper   *privacy.Sweeper
+
+	// adapters holds every account's adapter (GET /v1/accounts, linking); runnerKeys[i] is the
+	// account of runners[i].
+	adapters   map[accountKey]adapters.Adapter
+	runnerKeys []accountKey
 
 	automations *automation.Engine
 	reloader    *automation.Reloader

@@ -103,7 +103,7 @@ tenants:
         accounts: [{name: support, driver: sandbox}]
 `
 
-func startGateway(t *testing.T, dir string) *gw {
+func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *gw {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, dir)))
 	if err != nil {
@@ -111,12 +111,16 @@ func startGateway(t *testing.T, dir string) *gw {
 	}
 	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
 	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{
+	opts := server.Options{
 		Dev:       true,
 		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
 		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

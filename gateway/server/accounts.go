@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard-gateway/switchboard/adapters"
+	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
+	"github.com/switchboard-gateway/switchboard/config"
+	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/api"
+)
+
+// AccountState is the connection state of an account whose driver has one (WhatsApp), in the
+// words of GET /v1/accounts (api.AccountConnected, api.AccountUnlinked, …).
+type AccountState struct {
+	State         string
+	Detail        string
+	Since         time.Time
+	BannedUntil   time.Time
+	LastConnected time.Time
+}
+
+// StateReporter is a driver's adapter with a connection state of its own.
+type StateReporter interface {
+	AccountState() AccountState
+}
+
+// DeviceLinker is a driver's adapter that links a device to its account (WhatsApp on whatsmeow):
+// the flow behind POST /v1/accounts/whatsapp/{account}/link, with the contract of api.Linker.
+type DeviceLinker interface {
+	LinkDevice(ctx context.Context, phone string, emit func(api.LinkEvent)) (maskedPhone string, err error)
+}
+
+// accounts answers GET /v1/accounts and links accounts for the API, over the configuration and
+// the adapters built from it.
+type accounts struct {
+	cfg      *config.Config
+	adapters map[accountKey]adapters.Adapter
+}
+
+var (
+	_ api.Accounts = accounts{}
+	_ api.Linker   = accounts{}
+)
+
+func (a accounts) Accounts(_ context.Context, tenant string) ([]api.Account, error) {
+	t := a.cfg.Tenant(tenant)
+	if t == nil {
+		return nil, nil
+	}
+	var out []api.Account
+	for _, ch := range gateway.Channels {
+		cc := t.Channel(ch)
+		if cc == nil {
+			continue
+		}
+		for _, acct := range cc.Accounts {
+			ad := a.adapters[accountKey{tenant, ch, acct.Name}]
+			out = append(out, describeAccount(ch, acct, ad))
+		}
+	}
+	return out, nil
+}
+
+func describeAccount(ch gateway.Channel, acct config.AccountConfig, ad adapters.Adapter) api.Account {
+	out := api.Account{Channel: ch, Account: acct.Name, Driver: acct.Driver, State: api.AccountReady}
+	if sr, ok := ad.(StateReporter); ok {
+		st := sr.AccountState()
+		out.State, out.Detail = st.State, st.Detail
+		out.Since, out.BannedUntil, out.LastConnected = timePtr(st.Since), timePtr(st.BannedUntil), timePtr(st.LastConnected)
+	}
+	out.Linkable = ch == gateway.WhatsApp && linkable(ad)
+	return out
+}
+
+func linkable(ad adapters.Adapter) bool {
+	switch ad.(type) {
+	case *sandbox.Adapter, DeviceLinker:
+		return true
+	}
+	return false
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// Link links a WhatsApp account: the driver's own flow, or the sandbox's simulation.
+func (a accounts) Link(ctx context.Context, tenant, account, phone string, emit func(api.LinkEvent)) (string, error) {
+	switch ad := a.adapters[accountKey{tenant, gateway.WhatsApp, account}].(type) {
+	case *sandbox.Adapter:
+		return ad.Link(ctx, phone, func(s sandbox.LinkStep) {
+			if s.PairingCode {
+				emit(api.LinkEvent{Type: api.LinkEventPairingCode, Code: s.Code, Message: "sandbox: nothing to type, the link completes by itself"})
+				return
+			}
+			emit(api.LinkEvent{Type: api.LinkEventQR, Code: s.Code, Expires: s.For})
+		})
+	case DeviceLinker:
+		return ad.LinkDevice(ctx, phone, emit)
+	case nil:
+		return "", gateway.Errorf(gateway.ENotFound, "no whatsapp account named %q for this tenant", account)
+	default:
+		return "", gateway.FieldErrorf(gateway.EInvalidField, "account", "whatsapp account %q has a driver that does not link devices", account)
+	}
+}
+
+// stateOf is the state an account's readiness check shows beside it.
+func (a accounts) stateOf(k accountKey) func() string {
+	return func() string {
+		return describeAccount(k.channel, config.AccountConfig{}, a.adapters[k]).State
+	}
+}
