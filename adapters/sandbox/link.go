@@ -10,8 +10,9 @@ import (
 
 // LinkStep is one step of a simulated link: a QR code to show, or a pairing code to type.
 type LinkStep struct {
-	PairingCode bool   // Code is a pairing code, not a QR payload
-	Code        string // never a real WhatsApp payload: nothing can be linked with it
+	PairingCode bool          // Code is a pairing code, not a QR payload
+	Code        string        // never a real WhatsApp payload: nothing can be linked with it
+	For         time.Duration // how long it is shown
 }
 
 // Link codes of the simulation.
@@ -28,10 +29,11 @@ const (
 func (a *Adapter) Link(ctx context.Context, phone string, emit func(LinkStep)) (maskedPhone string, err error) {
 	steps := make([]LinkStep, 0, linkQRCodes)
 	if phone != "" {
-		steps = append(steps, LinkStep{PairingCode: true, Code: "SBOX-" + newID("")[:4]})
+		steps = append(steps, LinkStep{PairingCode: true, Code: "SBOX-" + newID("")[:4], For: a.cfg.LinkStep})
 	} else {
 		for i := range linkQRCodes {
-			steps = append(steps, LinkStep{Code: fmt.Sprintf("sandbox-link:%s:%s:%d:%s", a.cfg.Channel, a.cfg.Account, i+1, newID(""))})
+			code := fmt.Sprintf("sandbox-link:%s:%s:%d:%s", a.cfg.Channel, a.cfg.Account, i+1, newID(""))
+			steps = append(steps, LinkStep{Code: code, For: a.cfg.LinkStep})
 		}
 	}
 	for _, s := range steps {

@@ -35,7 +35,7 @@ func TestSimulatedLink(t *testing.T) {
 			}()
 			for i := range tc.wantSteps {
 				s := <-steps
-				if s.PairingCode != (tc.phone != "") || s.Code == "" {
+				if s.PairingCode != (tc.phone != "") || s.Code == "" || s.For != 3*time.Second {
 					t.Errorf("step %d: %+v", i, s)
 				}
 				if ds := e.fireWhenScheduled(1); len(ds) != 1 || ds[0] != 3*time.Second {
