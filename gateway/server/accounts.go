@@ -11,25 +11,19 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway/api"
 )
 
-// AccountState is the connection state of an account whose driver has one (WhatsApp), in the
-// words of GET /v1/accounts (api.AccountConnected, api.AccountUnlinked, …).
-type AccountState struct {
-	State         string
-	Detail        string
-	Since         time.Time
-	BannedUntil   time.Time
-	LastConnected time.Time
-}
-
-// StateReporter is a driver's adapter with a connection state of its own.
+// StateReporter is a driver's adapter with a connection state of its own (WhatsApp on
+// whatsmeow). state is a word of GET /v1/accounts (api.AccountConnected, api.AccountUnlinked, …);
+// a zero time is unknown. Plain types, so that a driver implements it without importing this
+// package (which links no driver).
 type StateReporter interface {
-	AccountState() AccountState
+	AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time)
 }
 
 // DeviceLinker is a driver's adapter that links a device to its account (WhatsApp on whatsmeow):
 // the flow behind POST /v1/accounts/whatsapp/{account}/link, with the contract of api.Linker.
+// step reports each step by kind (api.LinkEventQR, api.LinkEventPairingCode, api.LinkEventNotice).
 type DeviceLinker interface {
-	LinkDevice(ctx context.Context, phone string, emit func(api.LinkEvent)) (maskedPhone string, err error)
+	LinkDevice(ctx context.Context, phone string, step func(kind, code, message string, expires time.Duration)) (maskedPhone string, err error)
 }
 
 // accounts answers GET /v1/accounts and links accounts for the API, over the configuration and
@@ -66,9 +60,9 @@ func (a accounts) Accounts(_ context.Context, tenant string) ([]api.Account, err
 func describeAccount(ch gateway.Channel, acct config.AccountConfig, ad adapters.Adapter) api.Account {
 	out := api.Account{Channel: ch, Account: acct.Name, Driver: acct.Driver, State: api.AccountReady}
 	if sr, ok := ad.(StateReporter); ok {
-		st := sr.AccountState()
-		out.State, out.Detail = st.State, st.Detail
-		out.Since, out.BannedUntil, out.LastConnected = timePtr(st.Since), timePtr(st.BannedUntil), timePtr(st.LastConnected)
+		state, detail, since, bannedUntil, lastConnected := sr.AccountState()
+		out.State, out.Detail = state, detail
+		out.Since, out.BannedUntil, out.LastConnected = timePtr(since), timePtr(bannedUntil), timePtr(lastConnected)
 	}
 	out.Linkable = ch == gateway.WhatsApp && linkable(ad)
 	return out
@@ -102,7 +96,9 @@ func (a accounts) Link(ctx context.Context, tenant, account, phone string, emit 
 			emit(api.LinkEvent{Type: api.LinkEventQR, Code: s.Code, Expires: s.For})
 		})
 	case DeviceLinker:
-		return ad.LinkDevice(ctx, phone, emit)
+		return ad.LinkDevice(ctx, phone, func(kind, code, message string, expires time.Duration) {
+			emit(api.LinkEvent{Type: kind, Code: code, Message: message, Expires: expires})
+		})
 	case nil:
 		return "", gateway.Errorf(gateway.ENotFound, "no whatsapp account named %q for this tenant", account)
 	default:
