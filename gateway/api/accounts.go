@@ -175,11 +175,7 @@ func (s *Server) streamLink(w http.ResponseWriter, r *http.Request, tenant, acco
 		}
 		return err
 	}
-	heartbeat := s.cfg.Heartbeat
-	if heartbeat <= 0 {
-		heartbeat = DefaultHeartbeat
-	}
-	tick := time.NewTicker(heartbeat)
+	tick := time.NewTicker(s.heartbeat())
 	defer tick.Stop()
 	for {
 		var werr error
@@ -234,4 +230,12 @@ func linkStepJSON(ev LinkEvent) map[string]any {
 		out["message"] = ev.Message
 	}
 	return out
+}
+
+// heartbeat is how often an idle event stream gets a comment line.
+func (s *Server) heartbeat() time.Duration {
+	if s.cfg.Heartbeat > 0 {
+		return s.cfg.Heartbeat
+	}
+	return DefaultHeartbeat
 }

@@ -60,8 +60,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	MaxAge      time.Duration
 	MaxSessions int
-	Now         func() time.Time // default time.Now
-	Log         zerolog.Logger
+	// SecureCookie marks the session cookie Secure even on plain HTTP: set it when TLS ends in a
+	// proxy in front (the public URL is https). Over TLS the cookie is always Secure.
+	SecureCookie bool
+	Now          func() time.Time // default time.Now
+	Log          zerolog.Logger
 }
 
 // Dashboard serves GET / and everything under Prefix. It implements http.Handler.
@@ -206,11 +209,13 @@ func (d *Dashboard) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: d.secure(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: int(d.cfg.MaxAge / time.Second),
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
+
+func (d *Dashboard) secure(r *http.Request) bool { return r.TLS != nil || d.cfg.SecureCookie }
 
 // keyPrefix is what the page shows of the key: its first characters, never enough to use it.
 func keyPrefix(key string) string {
@@ -231,7 +236,7 @@ func (d *Dashboard) signOut(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		d.sessions.delete(id)
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, Secure: d.secure(r), SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 

@@ -240,11 +240,24 @@ func TestSessionLifecycle(t *testing.T) {
 	}
 }
 
-func TestSecureCookieOverTLS(t *testing.T) {
+func TestSecureCookie(t *testing.T) {
 	e := newEnv(t, true)
 	a := e.signIn(goodKey)
 	if a.status != http.StatusSeeOther || !strings.Contains(a.header.Get("Set-Cookie"), "Secure") {
 		t.Fatalf("sign-in over TLS: %d %q", a.status, a.header.Get("Set-Cookie"))
+	}
+	// Behind a proxy that ends TLS.
+	srv := httptest.NewServer(dashboard.New(dashboard.Config{API: e.api, SecureCookie: true}))
+	defer srv.Close()
+	c := srv.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	res, err := c.PostForm(srv.URL+"/ui/signin", url.Values{"key": {goodKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Header.Get("Set-Cookie"), "Secure") {
+		t.Fatalf("sign-in behind a TLS proxy: %d %q", res.StatusCode, res.Header.Get("Set-Cookie"))
 	}
 }
 

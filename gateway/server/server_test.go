@@ -105,7 +105,13 @@ tenants:
 
 func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *gw {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, dir)))
+	return startGatewayWith(t, dir, twoTenants, options...)
+}
+
+// startGatewayWith runs the gateway on yaml, a configuration with %s for the data dir.
+func startGatewayWith(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +132,12 @@ func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *g
 		t.Fatal(err)
 	}
 	g.url = "http://" + srv.Addr()
-	for _, tenant := range []string{"demo", "other"} {
-		b, err := os.ReadFile(filepath.Join(dir, tenant+".apikey"))
+	for _, tenant := range cfg.Tenants {
+		b, err := os.ReadFile(filepath.Join(dir, tenant.ID+".apikey"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.keys[tenant] = strings.TrimSpace(string(b))
+		g.keys[tenant.ID] = strings.TrimSpace(string(b))
 	}
 	go func() {
 		defer close(g.stopped)

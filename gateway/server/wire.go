@@ -110,7 +110,7 @@ func (s *Server) wire(ctx context.Context) error {
 		Burst:         cfg.Server.RateLimit.Burst,
 		Log:           logFor("api"),
 	}, deps)
-	s.handler = withDashboard(s.handler, logFor("dashboard"))
+	s.handler = withDashboard(s.handler, cfg.Server.PublicURL, logFor("dashboard"))
 	return nil
 }
 
