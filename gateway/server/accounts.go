@@ -27,10 +27,12 @@ type DeviceLinker interface {
 }
 
 // accounts answers GET /v1/accounts and links accounts for the API, over the configuration and
-// the adapters built from it.
+// the adapters built from it. Links end when done closes (the HTTP server shuts down), so a link
+// left open in a browser does not hold the shutdown up.
 type accounts struct {
 	cfg      *config.Config
 	adapters map[accountKey]adapters.Adapter
+	done     <-chan struct{}
 }
 
 var (
@@ -86,6 +88,15 @@ func timePtr(t time.Time) *time.Time {
 
 // Link links a WhatsApp account: the driver's own flow, or the sandbox's simulation.
 func (a accounts) Link(ctx context.Context, tenant, account, phone string, emit func(api.LinkEvent)) (string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	switch ad := a.adapters[accountKey{tenant, gateway.WhatsApp, account}].(type) {
 	case *sandbox.Adapter:
 		return ad.Link(ctx, phone, func(s sandbox.LinkStep) {

@@ -168,3 +168,26 @@ func TestWhatsMeowAccountStateAndLink(t *testing.T) {
 		t.Errorf("after the link: %v", list.Accounts[0])
 	}
 }
+
+// A link left open in a browser ends when the gateway shuts down, with a timeout event.
+func TestShutdownEndsALink(t *testing.T) {
+	g := startGateway(t, t.TempDir(), func(o *server.Options) { o.SandboxLinkStep = time.Hour })
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/accounts/whatsapp/sales/link", nil)
+	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len("event: qr"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "event: qr" {
+		t.Fatalf("first event %q %v", first, err)
+	}
+	stopped := make(chan struct{})
+	go func() { g.stop(); close(stopped) }()
+	rest, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(rest), "event: timeout\ndata: {\"code\":\"timeout\",\"message\":\"linking was cancelled\"}") {
+		t.Errorf("the stream ended with %q", rest)
+	}
+	<-stopped
+}
