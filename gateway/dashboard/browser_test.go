@@ -220,4 +220,19 @@ func TestDashboardInABrowser(t *testing.T) {
 		t.Errorf("link status %q %v", status, err)
 	}
 	screenshot("linked.png")
+
+	do("look up the number's consent",
+		chromedp.SendKeys(chromedp.CSS("#consent-subject"), "+4915112345678"),
+		chromedp.Click(chromedp.CSS(`#consent-form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#consent-result .consent-state")),
+	)
+	consent, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#consent-result .consent-state")))
+	if err != nil || !strings.HasPrefix(consent, "State: ") {
+		t.Errorf("consent %q %v", consent, err)
+	}
+	// This build has no webhook routes yet: the section says so instead of failing.
+	webhooks, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#webhooks")))
+	if err != nil || webhooks != "No webhooks." {
+		t.Errorf("webhooks section %q %v", webhooks, err)
+	}
 }

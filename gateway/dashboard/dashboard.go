@@ -49,8 +49,14 @@ const csrfHeader = "X-CSRF-Token"
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; " +
 	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-// proxied are the API collections the page may reach (the first segment after /v1/).
-var proxied = map[string]bool{"accounts": true, "messages": true, "events": true, "consent": true, "webhooks": true}
+// proxied reports whether the page may reach an API collection (the first segment after /v1/).
+func proxied(collection string) bool {
+	switch collection {
+	case "accounts", "messages", "events", "consent", "webhooks":
+		return true
+	}
+	return false
+}
 
 // Config configures the dashboard.
 type Config struct {
@@ -208,6 +214,7 @@ func (d *Dashboard) signIn(w http.ResponseWriter, r *http.Request) {
 		d.render(w, http.StatusServiceUnavailable, "signin.html", pageData{Error: "Too many open sessions; try again later."})
 		return
 	}
+	d.log.Info().Str("event", "dashboard_signin").Str("key_prefix", keyPrefix(key)).Msg("dashboard sign-in")
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: d.secure(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: int(d.cfg.MaxAge / time.Second),
@@ -235,6 +242,7 @@ func (d *Dashboard) signOut(w http.ResponseWriter, r *http.Request) {
 	}
 	if ok {
 		d.sessions.delete(id)
+		d.log.Info().Str("event", "dashboard_signout").Str("key_prefix", ss.keyPrefix).Msg("dashboard sign-out")
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, Secure: d.secure(r), SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
@@ -287,7 +295,7 @@ func (d *Dashboard) proxy(w http.ResponseWriter, r *http.Request) {
 	}
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), Prefix+"api/")
 	first, _, _ := strings.Cut(rest, "/")
-	if !proxied[first] {
+	if !proxied(first) {
 		writeProblem(w, http.StatusNotFound, "not_found", "the dashboard does not reach this part of the API")
 		return
 	}
