@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/adapters"
@@ -33,6 +34,20 @@ type accounts struct {
 	cfg      *config.Config
 	adapters map[accountKey]adapters.Adapter
 	done     <-chan struct{}
+}
+
+// newAccounts returns the API's view of the accounts. Call it after the event source: its links end
+// with the event streams (endStreams), when the HTTP server shuts down.
+func (s *Server) newAccounts() accounts {
+	done := make(chan struct{})
+	endEvents := s.endStreams
+	s.endStreams = sync.OnceFunc(func() {
+		if endEvents != nil {
+			endEvents()
+		}
+		close(done)
+	})
+	return accounts{cfg: s.cfg, adapters: s.adapters, done: done}
 }
 
 var (

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
@@ -94,10 +93,7 @@ func (s *Server) wire(ctx context.Context) error {
 			{Name: "bus", Check: s.bus.Ready},
 		},
 	}
-	linksDone := make(chan struct{})
-	endEvents := s.endStreams
-	s.endStreams = sync.OnceFunc(func() { endEvents(); close(linksDone) })
-	accts := accounts{cfg: cfg, adapters: s.adapters, done: linksDone}
+	accts := s.newAccounts()
 	deps.Accounts, deps.Linker = accts, accts
 	for i, r := range s.runners {
 		if r.Gated() { // an account that can be paused (WhatsApp): ready while it can send
