@@ -130,6 +130,25 @@ func (e *env) postLink(path, secret, body string) *http.Response {
 	return res
 }
 
+// waitLinksEnded waits for the access log lines of n link streams: each is written after its
+// handler returned and released the account.
+func (e *env) waitLinksEnded(n int) {
+	e.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for n > 0 {
+		select {
+		case line := <-e.logs.ch:
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "access" &&
+				m["route"] == "POST /v1/accounts/{channel}/{account}/link" && m["status"] == float64(200) {
+				n--
+			}
+		case <-deadline:
+			e.t.Fatalf("%d link streams did not end", n)
+		}
+	}
+}
+
 func TestLinkStream(t *testing.T) {
 	qr := func(code string) api.LinkEvent {
 		return api.LinkEvent{Type: api.LinkEventQR, Code: code, Expires: 20 * time.Second}
@@ -244,6 +263,7 @@ func TestLinkOneAtATimeAndCancel(t *testing.T) {
 	<-l.cancelled
 	other.Body.Close()
 	<-l.cancelled
+	e.waitLinksEnded(2) // the handlers returned: the account is free again
 	l.hold = false
 	again := e.postLink("/v1/accounts/whatsapp/sales/link", secretAcme, "")
 	if evs := readSSE(t, again.Body, 0); eventNames(evs) != "qr,success" {
