@@ -94,3 +94,34 @@ func TestLinkDeviceCancelledLeavesNoDevice(t *testing.T) {
 		t.Fatalf("second link: %v", err)
 	}
 }
+
+func TestLinkDeviceWithPairingCode(t *testing.T) {
+	h := newHarness(t, false)
+	h.showQR()
+	var steps []string
+	var linking *fakeClient
+	phone, err := h.a.LinkDevice(h.ctx, "+4915100000001", func(kind, code, message string, _ time.Duration) {
+		steps = append(steps, kind+" "+code)
+		if message == "" {
+			t.Errorf("no instructions with the %s", kind)
+		}
+		c := h.client()
+		linking = c
+		if err := c.pair(h.ctx, types.JID{User: "4915100000001", Device: 16, Server: types.DefaultUserServer}); err != nil {
+			t.Error(err)
+		}
+		c.qr <- whatsmeow.QRChannelSuccess
+	})
+	if err != nil || phone != "+49******0001" {
+		t.Fatalf("LinkDevice = %q, %v", phone, err)
+	}
+	if len(steps) != 1 || steps[0] != "pairing_code ABCD-EFGH" {
+		t.Errorf("steps: %q", steps)
+	}
+	linking.mu.Lock()
+	asked := linking.pairPhone
+	linking.mu.Unlock()
+	if asked != "4915100000001" {
+		t.Errorf("pairing code asked for %q", asked)
+	}
+}
