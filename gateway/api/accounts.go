@@ -110,9 +110,13 @@ func (s *Server) linkAccount(w http.ResponseWriter, r *http.Request, key gateway
 	}
 	var req linkRequest
 	if r.ContentLength != 0 {
+		// A streaming route has no handler deadline: bound the body read as every other route does.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.Timeout))
 		if err := s.decodeJSON(w, r, &req); err != nil {
 			return err
 		}
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if req.Phone != "" {
 		e164, err := gateway.NormalizePhone(req.Phone)
