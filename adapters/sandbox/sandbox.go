@@ -50,6 +50,9 @@ type Config struct {
 
 	Replies []Reply
 
+	// LinkStep is how long each step of a simulated link (Link) shows; default 2s.
+	LinkStep time.Duration
+
 	// Clock and AfterFunc replace time.Now and time.AfterFunc in tests. AfterFunc must run f on
 	// its own goroutine (never inside the call) and return a stop function like (*time.Timer).Stop.
 	Clock     func() time.Time
@@ -112,6 +115,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.LinkStep <= 0 {
+		cfg.LinkStep = 2 * time.Second
 	}
 	if cfg.AfterFunc == nil {
 		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }

@@ -267,3 +267,35 @@ func Logout(ctx context.Context, st DeviceStore, newClient ClientFactory, connec
 	}
 	return nil
 }
+
+// LinkDevice is the adapter's Link for the HTTP API (POST /v1/accounts/whatsapp/{account}/link,
+// through gateway/server's DeviceLinker): the same flow as `switchboard whatsapp link`, with each
+// step reported by kind (qr, pairing_code, notice) and the linked number, masked, returned. When
+// ctx ends (the client went away) the link is cancelled and leaves no device behind.
+func (a *Adapter) LinkDevice(ctx context.Context, phone string, step func(kind, code, message string, expires time.Duration)) (maskedPhone string, err error) {
+	err = a.Link(ctx, LinkOptions{Phone: phone}, func(e LinkEvent) {
+		switch e.Type {
+		case LinkQR, LinkPairingCode, LinkNotice:
+			step(string(e.Type), e.Code, e.Message, e.Timeout)
+		case LinkSuccess:
+			maskedPhone = e.Phone
+		case LinkFailed:
+			// Link returns the error; the caller reports it.
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	return maskedPhone, nil
+}
+
+// AccountState is Status in the words of GET /v1/accounts (gateway/server's StateReporter):
+// a temporary ban reads banned_until, with its end in bannedUntil.
+func (a *Adapter) AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time) {
+	s := a.Status()
+	state = string(s.State)
+	if s.State == StateBanned {
+		state = "banned_until"
+	}
+	return state, s.Detail, s.Since, s.BannedUntil, s.LastConnected
+}

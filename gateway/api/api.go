@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -66,6 +67,8 @@ type SandboxInjector interface {
 type ReadyCheck struct {
 	Name  string
 	Check func(ctx context.Context) error
+	// State, when set, names the state behind the check (an account's "unlinked"), shown beside it.
+	State func() string
 }
 
 // Config tunes the server. Zero values take the defaults noted.
@@ -114,6 +117,9 @@ type Deps struct {
 	Hooks Hooks
 	// Webhooks, when set, serves /v1/webhooks (webhooks.go).
 	Webhooks WebhookRegistry
+	// Accounts, when set, serves GET /v1/accounts; Linker POST /v1/accounts/{channel}/{account}/link.
+	Accounts Accounts
+	Linker   Linker
 }
 
 // Server is the HTTP API. It implements http.Handler; the caller owns the http.Server (listen
@@ -128,6 +134,7 @@ type Server struct {
 	log      zerolog.Logger
 	now      func() time.Time
 	patterns []string // registered patterns, in order (Routes)
+	links    sync.Map // tenant + "\x00" + account → struct{}: the links running now
 }
 
 // New returns a Server with its routes registered. It panics when a required dependency is
@@ -211,6 +218,12 @@ func (s *Server) routes() {
 			m.ServeHTTP(w, r)
 			return nil
 		})
+	}
+	if s.deps.Accounts != nil {
+		s.handle("GET /v1/accounts", 0, s.listAccounts)
+	}
+	if s.deps.Linker != nil {
+		s.handle("POST /v1/accounts/{channel}/{account}/link", streaming, s.linkAccount)
 	}
 	s.handle("GET /v1/openapi.json", public, s.openAPI)
 	s.handle("GET /healthz", public|quiet, s.healthz)

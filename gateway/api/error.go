@@ -35,7 +35,7 @@ func HTTPStatus(code string) int {
 		return http.StatusNotFound
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
-	case gateway.EConflict, gateway.EIdempotencyConflict:
+	case gateway.EConflict, gateway.EIdempotencyConflict, codeLinkInProgress:
 		return http.StatusConflict
 	case gateway.EBodyTooLarge:
 		return http.StatusRequestEntityTooLarge

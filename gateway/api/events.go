@@ -189,11 +189,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, key gatewa
 			}
 		})
 	}()
-	heartbeat := s.cfg.Heartbeat
-	if heartbeat <= 0 {
-		heartbeat = DefaultHeartbeat
-	}
-	tick := time.NewTicker(heartbeat)
+	tick := time.NewTicker(s.heartbeat())
 	defer tick.Stop()
 	for {
 		var werr error

@@ -16,7 +16,8 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ gateway.APIKe
 
 type checkJSON struct {
 	Name   string `json:"name"`
-	Status string `json:"status"` // ok | failed
+	Status string `json:"status"`          // ok | failed
+	State  string `json:"state,omitempty"` // e.g. an account's unlinked, logged_out
 }
 
 type readyJSON struct {
@@ -67,6 +68,9 @@ wait:
 	var failed []string
 	for i, c := range checks {
 		out.Checks[i] = checkJSON{Name: c.Name, Status: "ok"}
+		if c.State != nil {
+			out.Checks[i].State = c.State()
+		}
 		var err error
 		if !finished[i] {
 			err = context.DeadlineExceeded

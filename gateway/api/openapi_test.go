@@ -45,6 +45,8 @@ func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Metrics = http.NotFoundHandler()
 	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}
 	d.Hooks = exampleHooks{}
+	d.Accounts = fakeAccounts{}
+	d.Linker = newFakeLinker()
 }
 
 type exampleHooks struct{}

@@ -36,8 +36,8 @@ func (s *Server) wirePrivacy(log zerolog.Logger) error {
 // erasureDone runs when an erasure job ends: after a tenant erasure the tenant's API keys, deleted
 // from the store, stop working at once (the API caches resolved keys).
 func (s *Server) erasureDone(e store.Erasure) {
-	if f, ok := s.handler.(interface{ ForgetTenantKeys(string) }); ok && e.WholeTenant && e.State == store.ErasureDone {
-		f.ForgetTenantKeys(e.Tenant)
+	if e.WholeTenant && e.State == store.ErasureDone {
+		s.api.ForgetTenantKeys(e.Tenant)
 	}
 	if s.opts.OnErasure != nil {
 		s.opts.OnErasure(e)

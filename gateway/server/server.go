@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/api"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
 	"github.com/switchboard-gateway/switchboard/gateway/metrics"
 	"github.com/switchboard-gateway/switchboard/pipeline"
@@ -81,6 +82,9 @@ type Options struct {
 	// LookupEnv reads the environment variables automations name (a webhook's secret_env); nil
 	// reads none, and such webhooks are refused.
 	LookupEnv func(name string) (string, bool)
+	// SandboxLinkStep is how long each step of a sandbox account's simulated link shows
+	// (tests); zero for the sandbox's default.
+	SandboxLinkStep time.Duration
 }
 
 // Server is a running gateway.
@@ -105,6 +109,11 @@ type Server struct {
 	privacy   *privacy.Service
 	sweeper   *privacy.Sweeper
 
+	// adapters holds every account's adapter (GET /v1/accounts, linking); runnerKeys[i] is the
+	// account of runners[i].
+	adapters   map[accountKey]adapters.Adapter
+	runnerKeys []accountKey
+
 	automations *automation.Engine
 	reloader    *automation.Reloader
 	scheduler   *automation.Scheduler
@@ -113,6 +122,7 @@ type Server struct {
 	endStreams func()
 
 	handler  http.Handler
+	api      *api.Server // inside handler, beside the dashboard
 	listener net.Listener
 }
 

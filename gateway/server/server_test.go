@@ -103,31 +103,41 @@ tenants:
         accounts: [{name: support, driver: sandbox}]
 `
 
-func startGateway(t *testing.T, dir string) *gw {
+func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *gw {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(twoTenants, dir)))
+	return startGatewayWith(t, dir, twoTenants, options...)
+}
+
+// startGatewayWith runs the gateway on yaml, a configuration with %s for the data dir.
+func startGatewayWith(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
 	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{
+	opts := server.Options{
 		Dev:       true,
 		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
 		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	g.url = "http://" + srv.Addr()
-	for _, tenant := range []string{"demo", "other"} {
-		b, err := os.ReadFile(filepath.Join(dir, tenant+".apikey"))
+	for _, tenant := range cfg.Tenants {
+		b, err := os.ReadFile(filepath.Join(dir, tenant.ID+".apikey"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.keys[tenant] = strings.TrimSpace(string(b))
+		g.keys[tenant.ID] = strings.TrimSpace(string(b))
 	}
 	go func() {
 		defer close(g.stopped)

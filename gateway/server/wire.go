@@ -99,21 +99,24 @@ func (s *Server) wire(ctx context.Context) error {
 			{Name: "bus", Check: s.bus.Ready},
 		},
 	}
-	for _, r := range s.runners {
+	accts := s.newAccounts()
+	deps.Accounts, deps.Linker = accts, accts
+	for i, r := range s.runners {
 		if r.Gated() { // an account that can be paused (WhatsApp): ready while it can send
-			deps.Ready = append(deps.Ready, api.ReadyCheck{Name: r.Name(), Check: r.Ready})
+			deps.Ready = append(deps.Ready, api.ReadyCheck{Name: r.Name(), Check: r.Ready, State: accts.stateOf(s.runnerKeys[i])})
 		}
 	}
 	if s.opts.Dev && len(s.sandboxes) > 0 {
 		deps.Sandbox = sandboxes(s.sandboxes)
 	}
-	s.handler = api.New(api.Config{
+	s.api = api.New(api.Config{
 		MaxBody:       int64(cfg.Server.MaxBody),
 		Timeout:       cfg.Server.RequestTimeout,
 		RatePerSecond: cfg.Server.RateLimit.RequestsPerSecond,
 		Burst:         cfg.Server.RateLimit.Burst,
 		Log:           logFor("api"),
 	}, deps)
+	s.handler = withDashboard(s.api, cfg.Server.PublicURL, logFor("dashboard"))
 	return nil
 }
 
@@ -131,6 +134,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 			Channel: ch, Account: acct.Name, Dir: filepath.Join(s.cfg.DataDir, "sandbox", tenant),
 			DeliveredAfter: sc.DeliveredAfter, ReadAfter: max(sc.ReadAfter-sc.DeliveredAfter, 0), // config counts from the send, the sandbox from delivery
 			Fail: sc.Fail, FailCode: sc.FailCode, Replies: replies, Log: log,
+			LinkStep: s.opts.SandboxLinkStep,
 		})
 		if err != nil {
 			return err
@@ -161,6 +165,12 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 		return err
 	}
 	s.runners = append(s.runners, r)
+	key := accountKey{tenant, ch, acct.Name}
+	s.runnerKeys = append(s.runnerKeys, key)
+	if s.adapters == nil {
+		s.adapters = map[accountKey]adapters.Adapter{}
+	}
+	s.adapters[key] = ad
 	return nil
 }
 
