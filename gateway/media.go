@@ -21,11 +21,13 @@ type MediaFile struct {
 // NewMediaID returns a new media id such as med_01J9Z….
 func NewMediaID() string { return NewID("med") }
 
-// DefaultMediaTypes are the attachment types accepted unless configured otherwise: what
+// DefaultMediaTypes returns the attachment types accepted unless configured otherwise: what
 // WhatsApp and Teams show inline or as documents. A "type/*" entry admits the whole family.
-var DefaultMediaTypes = []string{"image/*", "video/*", "audio/*", "application/pdf",
-	"application/msword", "application/vnd.openxmlformats-officedocument.*",
-	"application/vnd.ms-excel", "text/plain", "text/csv"}
+func DefaultMediaTypes() []string {
+	return []string{"image/*", "video/*", "audio/*", "application/pdf",
+		"application/msword", "application/vnd.openxmlformats-officedocument.*",
+		"application/vnd.ms-excel", "text/plain", "text/csv"}
+}
 
 // MediaTypeAllowed reports whether mimeType is one of allowed (exact, or a "type/*" family).
 func MediaTypeAllowed(allowed []string, mimeType string) bool {

@@ -307,7 +307,7 @@ func (l MediaLimits) withDefaults() MediaLimits {
 		l.MaxDocumentBytes = 100 << 20
 	}
 	if len(l.AllowedTypes) == 0 {
-		l.AllowedTypes = gateway.DefaultMediaTypes
+		l.AllowedTypes = gateway.DefaultMediaTypes()
 	}
 	return l
 }

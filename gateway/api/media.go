@@ -65,7 +65,7 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request, key gateway
 	if mt == "" || mt == "application/octet-stream" {
 		mt, _, _ = mime.ParseMediaType(http.DetectContentType(data))
 	}
-	if !gateway.MediaTypeAllowed(gateway.DefaultMediaTypes, mt) {
+	if !gateway.MediaTypeAllowed(gateway.DefaultMediaTypes(), mt) {
 		return gateway.FieldErrorf(gateway.EInvalidField, "Content-Type", "files of type %q are not accepted; send an image, video, audio, PDF, office document, text or CSV file", mt)
 	}
 	if len(filename) > MaxFilenameLen || strings.ContainsAny(filename, "/\\\x00") {
