@@ -111,7 +111,13 @@ func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *g
 // startGatewayWith runs the gateway on yaml, a configuration with %s for the data dir.
 func startGatewayWith(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
+	return startWithConfig(t, dir, fmt.Sprintf(yaml, dir), options...)
+}
+
+// startWithConfig runs the gateway on a complete configuration whose data dir is dir.
+func startWithConfig(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
