@@ -21,7 +21,7 @@ func TestEraseContact(t *testing.T) {
 			if err := Migrate(ctx, db, e.dialect); err != nil {
 				t.Fatal(err)
 			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			c, _ := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
 			fill := func(phone, lidUser string) (types.JID, types.JID) {
 				pn := types.JID{User: phone, Server: types.DefaultUserServer}
 				lid := types.JID{User: lidUser, Server: types.HiddenUserServer}
