@@ -19,27 +19,10 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/store"
 )
-
-// syncBuffer is a log sink the test can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // statuses remembers every status the recorder moved a message to, and wakes waiters.
 type statuses struct {
@@ -76,7 +59,7 @@ type gw struct {
 	dir     string
 	url     string
 	keys    map[string]string // tenant → API key
-	log     *syncBuffer
+	log     *gatewaytest.LogBuffer
 	seen    *statuses
 	stop    func()
 	stopped chan struct{}
@@ -121,7 +104,7 @@ func startWithConfig(t *testing.T, dir, yaml string, options ...func(*server.Opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
+	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &gatewaytest.LogBuffer{}, stopped: make(chan struct{})}
 	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
 	opts := server.Options{
 		Dev:       true,

@@ -17,29 +17,13 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/consent"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fakeClock is the consent stage's clock; the test moves it.
 type fakeClock struct{ ns atomic.Int64 }
@@ -62,7 +46,7 @@ type harness struct {
 	kw     *consent.Handler
 	clock  *fakeClock
 	policy consent.Policy
-	logs   *syncBuffer
+	logs   *gatewaytest.LogBuffer
 	log    zerolog.Logger
 
 	mu      sync.Mutex
@@ -80,7 +64,7 @@ func newHarness(t *testing.T, policy consent.Policy) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
-	h := &harness{t: t, dir: dir, policy: policy, logs: &syncBuffer{}, clock: &fakeClock{},
+	h := &harness{t: t, dir: dir, policy: policy, logs: &gatewaytest.LogBuffer{}, clock: &fakeClock{},
 		status: map[string]gateway.Status{}, errs: map[string]string{}, changed: make(chan struct{})}
 	h.clock.set(time.Now())
 	h.log = zerolog.New(h.logs).With().Timestamp().Logger()
