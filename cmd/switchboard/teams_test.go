@@ -135,6 +135,31 @@ tenants:
 	}
 }
 
+// serveInBackground runs serve (a `serve` command) until the test ends and returns the base URL
+// once the gateway on listen is ready.
+func serveInBackground(t *testing.T, listen string, serve func(ctx context.Context) (string, error)) string {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		out, err := serve(ctx)
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+		served <- err
+		close(served) // if waitServing took the error, the cleanup reads nil instead of blocking
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	base := "http://" + listen
+	waitServing(t, base, served)
+	return base
+}
+
 // waitServing polls /readyz of a server started in the background (it answers over HTTP only).
 func waitServing(t *testing.T, base string, served <-chan error) {
 	t.Helper()

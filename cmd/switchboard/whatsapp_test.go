@@ -358,23 +358,10 @@ func serveWA(t *testing.T, n *waNetwork) (waAPI, string) {
 		t.Fatalf("keys create: %v\n%s", err, key)
 	}
 	key = strings.TrimSpace(strings.Split(key, "\n")[0])
-	serveCtx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() {
-		out, err := runWA(t, serveCtx, n, "serve", "--config", cfgPath, "--dev")
-		if err != nil {
-			err = fmt.Errorf("%w\n%s", err, out)
-		}
-		served <- err
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	// /readyz includes the account: once ready, it is connected.
+	base := serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runWA(t, ctx, n, "serve", "--config", cfgPath, "--dev")
 	})
-	base := "http://" + listen
-	waitServing(t, base, served) // /readyz includes the account: it is connected
 	return waAPI{t: t, base: base, key: key}, cfgPath
 }
 
