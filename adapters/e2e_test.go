@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
 // logLines returns the parsed JSON lines of log b whose field k is v.
@@ -107,11 +108,7 @@ func newSystem(t testing.TB, o options) *system {
 	logs := &gatewaytest.LogBuffer{}
 	log := zerolog.New(logs).With().Timestamp().Logger()
 
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{9}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	if err := db.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +117,6 @@ func newSystem(t testing.TB, o options) *system {
 		StoreKey: string(kr.DeriveKey("test-jetstream")),
 	}}, zerolog.Nop())
 	if err != nil {
-		db.Close()
 		t.Fatal(err)
 	}
 	s := &system{

@@ -29,8 +29,8 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	sbstore "github.com/switchboard-gateway/switchboard/store"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
 )
 
@@ -68,11 +68,7 @@ func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{7}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	if err := db.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +162,6 @@ func newE2E(t *testing.T) *e2e {
 		cancel()
 		wg.Wait()
 		_ = b.Close(context.Background())
-		db.Close()
 	})
 	if err := e.adapter.WaitReady(ctx); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package consent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
 // fakeClock is the consent stage's clock; the test moves it.
@@ -68,15 +68,10 @@ func newHarness(t *testing.T, policy consent.Policy) *harness {
 		status: map[string]gateway.Status{}, errs: map[string]string{}, changed: make(chan struct{})}
 	h.clock.set(time.Now())
 	h.log = zerolog.New(h.logs).With().Timestamp().Logger()
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{5}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	h.db, h.kr = db, kr
 	b, err := bus.Open(ctx, bus.Config{Embedded: &bus.Embedded{StoreDir: filepath.Join(dir, "nats"), StoreKey: string(kr.DeriveKey("test"))}}, zerolog.Nop())
 	if err != nil {
-		db.Close()
 		t.Fatal(err)
 	}
 	h.bus = b
@@ -88,7 +83,6 @@ func newHarness(t *testing.T, policy consent.Policy) *harness {
 			h.sandbox.Close()
 		}
 		b.Close(context.Background())
-		db.Close()
 	})
 	h.reg = &consent.Registry{Store: db, Log: h.log}
 	h.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{Store: db, Bus: b, Replays: db, Stages: []pipeline.Stage{h.stage("intake")}, Log: h.log})

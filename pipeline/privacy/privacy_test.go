@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
 var testActor = store.Actor{KeyID: "key_1", IP: "192.0.2.1"}
@@ -41,14 +42,9 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
-	key := bytes.Repeat([]byte{7}, crypt.KeySize)
-	e := &env{dir: dir, masters: []crypt.MasterKey{{ID: "mk_test", Key: key}}, bus: &fakeBus{}}
+	e := &env{dir: dir, masters: sqltest.MasterKeys(), bus: &fakeBus{}}
+	e.db, e.kr = sqltest.Open(t, dir)
 	var err error
-	e.db, e.kr, err = storesql.OpenEncrypted(context.Background(), storesql.Config{Driver: storesql.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, e.masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.db.Close() })
 	if e.svc, err = New(Config{Store: e.db, Indexer: e.kr, Bus: e.bus}); err != nil {
 		t.Fatal(err)
 	}
