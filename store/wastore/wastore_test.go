@@ -39,6 +39,22 @@ type engine struct {
 	dir     string // SQLite: the directory whose files are grepped
 }
 
+// container opens the engine's database, migrated and closed when the test ends, and a container
+// for acme/sales on it.
+func (e engine) container(t *testing.T) (*sql.DB, *Container) {
+	t.Helper()
+	db := e.open(t)
+	t.Cleanup(func() { db.Close() })
+	if err := Migrate(context.Background(), db, e.dialect); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, c
+}
+
 func engines(t *testing.T) []engine {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "wa.db")
@@ -454,12 +470,7 @@ func TestCiphertextBoundToRow(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if err := c.PutSession(ctx, "111:0", []byte("one")); err != nil {
 				t.Fatal(err)
 			}
@@ -490,12 +501,7 @@ func TestDecryptionTxnRollsBack(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if err := c.PutSession(ctx, "111:0", []byte("before")); err != nil {
 				t.Fatal(err)
 			}
@@ -540,12 +546,7 @@ func TestMigratePNToLIDAndDeleteAll(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+			db, c := e.container(t)
 			pn := types.JID{User: "4915100000003", Server: types.DefaultUserServer}
 			lid := types.JID{User: "2000000003", Server: types.HiddenUserServer}
 			for _, dev := range []string{":0", ":4"} {
@@ -613,12 +614,7 @@ func TestAccountState(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if _, ok, err := c.LoadState(ctx); ok || err != nil {
 				t.Fatalf("fresh state: %v %v", ok, err)
 			}
