@@ -9,11 +9,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 	"github.com/switchboard-gateway/switchboard/store"
 )
@@ -89,11 +87,7 @@ func eraseTenant(cmd *cobra.Command, g *globals, tenant string, yes bool) error 
 	if !yes {
 		return gateway.FieldErrorf(gateway.EMissingField, "yes", "erasing tenant %s destroys its key and all its data for good: add --yes", tenant)
 	}
-	cfg, err := g.load(cmd)
-	if err != nil {
-		return err
-	}
-	db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+	cfg, db, kr, err := g.openStore(cmd)
 	if err != nil {
 		return err
 	}
