@@ -5,11 +5,8 @@ package adapters_test
 // Runner(sandbox) → STATUS → Recorder → store and delivery log.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -306,23 +303,11 @@ func statuses(h []gateway.StatusEvent) []gateway.Status {
 // grepDir fails the test when any file under dir contains one of needles.
 func grepDir(t *testing.T, dir string, needles ...string) {
 	t.Helper()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	for _, n := range needles {
+		paths, _ := gatewaytest.FilesHolding(t, dir, []byte(n))
+		for _, p := range paths {
+			t.Errorf("%s contains %q in plaintext", p, n)
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, []byte(n)) {
-				t.Errorf("%s contains %q in plaintext", path, n)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -3,7 +3,11 @@ package gatewaytest
 
 import (
 	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
+	"testing"
 )
 
 // LogBuffer is a log sink a test can read while other goroutines write to it.
@@ -22,4 +26,28 @@ func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// FilesHolding reads every file under dir and returns those that hold needle, and how many files
+// it read (so a test can tell an empty or wrong dir from a clean one).
+func FilesHolding(t testing.TB, dir string, needle []byte) (paths []string, read int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		read++
+		if bytes.Contains(data, needle) {
+			paths = append(paths, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths, read
 }
