@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/adapters/teams/teamsfake"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 // runCLI runs one switchboard command in-process and returns what it printed.
 func runCLI(t *testing.T, ctx context.Context, hc *http.Client, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	root := newRoot(&globals{stdout: &out, stderr: &errOut, channelHTTP: hc})
+	out, errOut := &gatewaytest.LogBuffer{}, &gatewaytest.LogBuffer{} // serve logs from many goroutines
+	root := newRoot(&globals{stdout: out, stderr: errOut, channelHTTP: hc})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	return out.String() + errOut.String(), err
