@@ -5,11 +5,8 @@ package adapters_test
 // Runner(sandbox) → STATUS → Recorder → store and delivery log.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,32 +20,16 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
-// syncBuffer is a log sink that goroutines may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines returns the parsed JSON log lines whose field k is v.
-func (b *syncBuffer) lines(t *testing.T, k, v string) []map[string]any {
+// logLines returns the parsed JSON lines of log b whose field k is v.
+func logLines(t *testing.T, b *gatewaytest.LogBuffer, k, v string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
@@ -92,7 +73,7 @@ type system struct {
 	bus     *flakyBus
 	db      *sqlstore.DB
 	kr      *crypt.Keyring
-	logs    *syncBuffer
+	logs    *gatewaytest.LogBuffer
 	intake  *pipeline.Intake
 	resumer *pipeline.Resumer
 	applied chan store.Applied
@@ -121,14 +102,10 @@ func newSystem(t testing.TB, o options) *system {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
-	logs := &syncBuffer{}
+	logs := &gatewaytest.LogBuffer{}
 	log := zerolog.New(logs).With().Timestamp().Logger()
 
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{9}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	if err := db.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +114,6 @@ func newSystem(t testing.TB, o options) *system {
 		StoreKey: string(kr.DeriveKey("test-jetstream")),
 	}}, zerolog.Nop())
 	if err != nil {
-		db.Close()
 		t.Fatal(err)
 	}
 	s := &system{
@@ -327,23 +303,11 @@ func statuses(h []gateway.StatusEvent) []gateway.Status {
 // grepDir fails the test when any file under dir contains one of needles.
 func grepDir(t *testing.T, dir string, needles ...string) {
 	t.Helper()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	for _, n := range needles {
+		paths, _ := gatewaytest.FilesHolding(t, dir, []byte(n))
+		for _, p := range paths {
+			t.Errorf("%s contains %q in plaintext", p, n)
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, []byte(n)) {
-				t.Errorf("%s contains %q in plaintext", path, n)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -370,7 +334,7 @@ func TestEndToEndReachesRead(t *testing.T) {
 	}
 
 	// One delivery line per transition, with every field of DESIGN.md §3.4.
-	lines := s.logs.lines(t, "msg_id", m.ID)
+	lines := logLines(t, s.logs, "msg_id", m.ID)
 	var seen []gateway.Status
 	for _, l := range lines {
 		if l["event"] != "delivery" {
@@ -406,7 +370,7 @@ func TestEndToEndPermanentFailure(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 	var found bool
-	for _, l := range s.logs.lines(t, "msg_id", m.ID) {
+	for _, l := range logLines(t, s.logs, "msg_id", m.ID) {
 		if l["event"] == "delivery" && l["status"] == "failed" {
 			found = l["error_code"] == "not_on_whatsapp" && l["previous"] == "queued"
 		}
@@ -565,7 +529,7 @@ func TestEndToEndInboundStoredOnce(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("%d inbound messages stored, want 2", len(msgs))
 	}
-	if n := len(s.logs.lines(t, "event", "inbound")); n != 2 {
+	if n := len(logLines(t, s.logs, "event", "inbound")); n != 2 {
 		t.Fatalf("%d inbound log lines, want 2", n)
 	}
 	if strings.Contains(s.logs.String(), "parcel") || strings.Contains(s.logs.String(), number) {

@@ -3,7 +3,6 @@ package teams
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"os"
@@ -18,8 +17,10 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/adapters/teams/teamsfake"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/store/credstore"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
+	"github.com/switchboard-gateway/switchboard/store/crypt/crypttest"
 )
 
 const (
@@ -39,15 +40,7 @@ type testDB struct {
 }
 
 func newTestDB(t *testing.T) *testDB {
-	key := make([]byte, crypt.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := crypt.New([]crypt.MasterKey{{ID: "mk_test", Key: key}}, &memKeys{tenants: map[string]crypt.WrappedKey{}, subjects: map[string]crypt.WrappedKey{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testDB{path: filepath.Join(t.TempDir(), "switchboard.db"), kr: kr}
+	return &testDB{path: filepath.Join(t.TempDir(), "switchboard.db"), kr: crypttest.NewKeyring(t)}
 }
 
 // open is one "process start": a new *sql.DB over the same file.
@@ -90,50 +83,6 @@ func (d *testDB) assertNotInFiles(t *testing.T, needles ...string) {
 	if !found {
 		t.Fatal("no database file to check")
 	}
-}
-
-type memKeys struct {
-	mu       sync.Mutex
-	tenants  map[string]crypt.WrappedKey
-	subjects map[string]crypt.WrappedKey
-}
-
-func (m *memKeys) TenantKey(_ context.Context, t string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if k, ok := m.tenants[t]; ok {
-		return k, nil
-	}
-	return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-}
-
-func (m *memKeys) CreateTenantKey(_ context.Context, t string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.tenants[t]; ok {
-		return old, nil
-	}
-	m.tenants[t] = k
-	return k, nil
-}
-
-func (m *memKeys) SubjectKey(_ context.Context, t, s string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if k, ok := m.subjects[t+"|"+s]; ok {
-		return k, nil
-	}
-	return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-}
-
-func (m *memKeys) CreateSubjectKey(_ context.Context, t, s string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.subjects[t+"|"+s]; ok {
-		return old, nil
-	}
-	m.subjects[t+"|"+s] = k
-	return k, nil
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,12 +202,12 @@ type env struct {
 	graph *teamsfake.Graph
 	db    *testDB
 	clock *fakeClock
-	logs  *syncBuffer
+	logs  *gatewaytest.LogBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	a := teamsfake.NewAuthority(t)
-	return &env{auth: a, graph: teamsfake.NewGraph(t, a), db: newTestDB(t), clock: newFakeClock(), logs: &syncBuffer{}}
+	return &env{auth: a, graph: teamsfake.NewGraph(t, a), db: newTestDB(t), clock: newFakeClock(), logs: &gatewaytest.LogBuffer{}}
 }
 
 func (e *env) config() Config {
@@ -293,21 +242,4 @@ func (e *env) login(t *testing.T) {
 	if _, err := a.Auth().Login(context.Background(), func(DeviceCode) {}); err != nil {
 		t.Fatalf("login: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

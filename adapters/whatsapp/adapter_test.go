@@ -464,30 +464,11 @@ func TestPacing(t *testing.T) {
 	})
 	h.waitState(StateConnected)
 	start := h.clock.Now()
-	done := make(chan error, 1)
-	go func() {
-		for i := 0; i < 100; i++ {
-			_, err := h.a.Send(h.ctx, adapters.Outbound{ChannelMessageID: fmt.Sprintf("3EB0P%03d", i), To: phone("+4915112345678"), Content: gateway.Content{Text: "x"}})
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	// Drive the fake clock: each time the sender waits, move time to its slot.
-loop:
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			break loop
-		case <-h.clock.Waiting():
-			h.clock.AdvanceToNext()
-		}
+	var outs []adapters.Outbound
+	for i := 0; i < 100; i++ {
+		outs = append(outs, adapters.Outbound{ChannelMessageID: fmt.Sprintf("3EB0P%03d", i), To: phone("+4915112345678"), Content: gateway.Content{Text: "x"}})
 	}
+	h.sendPaced(outs)
 	sent := h.client().sentMessages()
 	if len(sent) != 100 {
 		t.Fatalf("sent %d", len(sent))
@@ -504,6 +485,32 @@ loop:
 	}
 }
 
+// sendPaced sends outs in order, moving the fake clock to the sender's slot each time it waits.
+func (h *harness) sendPaced(outs []adapters.Outbound) {
+	h.t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		for _, o := range outs {
+			if _, err := h.a.Send(h.ctx, o); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			return
+		case <-h.clock.Waiting():
+			h.clock.AdvanceToNext()
+		}
+	}
+}
+
 func TestFirstContactPacing(t *testing.T) {
 	h := newHarness(t, true, func(c *Config) {
 		c.Pacing = Pacing{Interval: time.Second, Burst: 100, FirstContactInterval: time.Minute, Jitter: -1}
@@ -515,28 +522,11 @@ func TestFirstContactPacing(t *testing.T) {
 		t.Fatal("inbound failed")
 	}
 	start := h.clock.Now()
-	done := make(chan error, 1)
-	go func() {
-		for _, to := range []string{"+4915112340001", "+4915112340002", "+4915112340001", "+4915112340003"} {
-			if _, err := h.a.Send(h.ctx, adapters.Outbound{ChannelMessageID: "3EB0" + to[1:], To: phone(to), Content: gateway.Content{Text: "x"}}); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-loop:
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			break loop
-		case <-h.clock.Waiting():
-			h.clock.AdvanceToNext()
-		}
+	var outs []adapters.Outbound
+	for _, to := range []string{"+4915112340001", "+4915112340002", "+4915112340001", "+4915112340003"} {
+		outs = append(outs, adapters.Outbound{ChannelMessageID: "3EB0" + to[1:], To: phone(to), Content: gateway.Content{Text: "x"}})
 	}
+	h.sendPaced(outs)
 	sent := h.client().sentMessages()
 	offsets := make([]time.Duration, len(sent))
 	for i, m := range sent {

@@ -5,10 +5,8 @@ package whatsapp
 // pipeline (intake, router, recorders) and the adapters runner driving this adapter.
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,10 +25,11 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	sbstore "github.com/switchboard-gateway/switchboard/store"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
 )
 
@@ -68,11 +67,7 @@ func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{7}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	if err := db.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +161,6 @@ func newE2E(t *testing.T) *e2e {
 		cancel()
 		wg.Wait()
 		_ = b.Close(context.Background())
-		db.Close()
 	})
 	if err := e.adapter.WaitReady(ctx); err != nil {
 		t.Fatal(err)
@@ -391,27 +385,17 @@ func TestGroupMessageFollowsItsLeastAdvancedMember(t *testing.T) {
 
 func grep(t *testing.T, dir string, texts, keys [][]byte) {
 	t.Helper()
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
+	for _, n := range texts {
+		paths, _ := gatewaytest.FilesHolding(t, dir, n)
+		for _, p := range paths {
+			t.Errorf("%s contains %q in plaintext", strings.TrimPrefix(p, dir), n)
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
+	}
+	for i, k := range keys {
+		raw, _ := gatewaytest.FilesHolding(t, dir, k)
+		hexed, _ := gatewaytest.FilesHolding(t, dir, []byte(hex.EncodeToString(k)))
+		for _, p := range append(raw, hexed...) {
+			t.Errorf("%s contains device key %d in plaintext", strings.TrimPrefix(p, dir), i)
 		}
-		for _, n := range texts {
-			if bytes.Contains(data, n) {
-				t.Errorf("%s contains %q in plaintext", strings.TrimPrefix(path, dir), n)
-			}
-		}
-		for i, k := range keys {
-			if bytes.Contains(data, k) || bytes.Contains(data, []byte(hex.EncodeToString(k))) {
-				t.Errorf("%s contains device key %d in plaintext", strings.TrimPrefix(path, dir), i)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -2,7 +2,6 @@ package whatsapp
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -21,7 +20,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
+	"github.com/switchboard-gateway/switchboard/store/crypt/crypttest"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
 )
 
@@ -259,43 +258,6 @@ func (s *fakeSink) Inbound(ctx context.Context, m gateway.InboundEvent) error {
 
 // ---- store and harness ----
 
-type memKeyStore struct {
-	mu   sync.Mutex
-	keys map[string]crypt.WrappedKey
-}
-
-func (m *memKeyStore) get(k string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if w, ok := m.keys[k]; ok {
-		return w, nil
-	}
-	return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-}
-
-func (m *memKeyStore) create(k string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.keys[k]; ok {
-		return old, nil
-	}
-	m.keys[k] = w
-	return w, nil
-}
-
-func (m *memKeyStore) TenantKey(_ context.Context, t string) (crypt.WrappedKey, error) {
-	return m.get(t)
-}
-func (m *memKeyStore) CreateTenantKey(_ context.Context, t string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	return m.create(t, w)
-}
-func (m *memKeyStore) SubjectKey(_ context.Context, t, s string) (crypt.WrappedKey, error) {
-	return m.get(t + "/" + s)
-}
-func (m *memKeyStore) CreateSubjectKey(_ context.Context, t, s string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	return m.create(t+"/"+s, w)
-}
-
 // newDeviceStore returns a real, encrypted device store over SQLite in a temp dir.
 func newDeviceStore(t *testing.T) *wastore.Container {
 	t.Helper()
@@ -308,13 +270,7 @@ func newDeviceStore(t *testing.T) *wastore.Container {
 	if err := wastore.Migrate(ctx, db, wastore.SQLite); err != nil {
 		t.Fatal(err)
 	}
-	mk := crypt.MasterKey{ID: "mk_test", Key: make([]byte, 32)}
-	_, _ = rand.Read(mk.Key)
-	kr, err := crypt.New([]crypt.MasterKey{mk}, &memKeyStore{keys: map[string]crypt.WrappedKey{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := wastore.New(db, wastore.SQLite, wastore.KeyringSealer(kr), "acme", "sales", wastore.Options{})
+	c, err := wastore.New(db, wastore.SQLite, wastore.KeyringSealer(crypttest.NewKeyring(t)), "acme", "sales", wastore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

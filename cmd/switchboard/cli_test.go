@@ -58,13 +58,9 @@ func TestLogsFollowShowsStatusChangesLive(t *testing.T) {
 	listen := freePort(t)
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
-	served := make(chan error, 1)
-	go func() {
-		_, err := runCLI(t, ctx, nil, "serve", "--dev", "--data-dir", dir, "--listen", listen)
-		served <- err
-	}()
-	base := "http://" + listen
-	waitServing(t, base, served)
+	base := serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, "serve", "--dev", "--data-dir", dir, "--listen", listen)
+	})
 
 	pr, pw := io.Pipe()
 	followed := make(chan error, 1)
@@ -121,8 +117,5 @@ func TestLogsFollowShowsStatusChangesLive(t *testing.T) {
 	stop()
 	if err := <-followed; err != nil {
 		t.Errorf("logs -f: %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Errorf("serve: %v", err)
 	}
 }

@@ -77,46 +77,59 @@ func baseURL(listen string) string {
 // do sends a JSON request and decodes a JSON answer into out; an API error becomes a *gateway.Error.
 func (c *apiClient) do(ctx context.Context, method, path string, body any, headers map[string]string, out any) error {
 	var rd io.Reader
+	contentType := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
 		rd = bytes.NewReader(b)
+		contentType = "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	resp, err := c.open(ctx, c.http, method, path, contentType, rd, headers)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return gateway.WrapError(gateway.EUnavailable, err, "the gateway at %s is not reachable (is `switchboard serve` running?)", c.base)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message, Field string } `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			return &gateway.Error{Code: e.Error.Code, Field: e.Error.Field, Message: e.Error.Message}
-		}
-		return gateway.Errorf(gateway.EInternal, "HTTP %d from the gateway", resp.StatusCode)
-	}
 	if out != nil {
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// open sends a request with the API key and returns a successful answer for the caller to read
+// and close; an API error becomes a *gateway.Error.
+func (c *apiClient) open(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader, headers map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, gateway.WrapError(gateway.EUnavailable, err, "the gateway at %s is not reachable (is `switchboard serve` running?)", c.base)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e struct {
+			Error struct{ Code, Message, Field string } `json:"error"`
+		}
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) == nil && e.Error.Code != "" {
+			return nil, &gateway.Error{Code: e.Error.Code, Field: e.Error.Field, Message: e.Error.Message}
+		}
+		return nil, gateway.Errorf(gateway.EInternal, "HTTP %d from the gateway", resp.StatusCode)
+	}
+	return resp, nil
 }
 
 // show calls the API and prints its JSON answer: what most client commands do.

@@ -162,29 +162,10 @@ reported with its line and the reason. The command exits with status 1 when a ro
 
 // doRaw sends body as is (a CSV file) and decodes a JSON answer into out.
 func (c *apiClient) doRaw(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	resp, err := c.open(ctx, c.http, method, path, contentType, body, nil)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Content-Type", contentType)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return gateway.WrapError(gateway.EUnavailable, err, "the gateway at %s is not reachable (is `switchboard serve` running?)", c.base)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message, Field string } `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			return &gateway.Error{Code: e.Error.Code, Field: e.Error.Field, Message: e.Error.Message}
-		}
-		return gateway.Errorf(gateway.EInternal, "HTTP %d from the gateway", resp.StatusCode)
-	}
-	return json.Unmarshal(data, out)
+	return json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out)
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,15 +12,6 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/gateway"
 )
-
-// consentCLI runs one switchboard command in-process and returns what it printed.
-func consentCLI(ctx context.Context, args ...string) (string, error) {
-	var out bytes.Buffer
-	root := newRoot(&globals{stdout: &out, stderr: &out})
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
-	return out.String(), err
-}
 
 // TestConsentCommands runs `serve` in-process and drives it with `consent set|get|import`.
 func TestConsentCommands(t *testing.T) {
@@ -33,37 +22,13 @@ func TestConsentCommands(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		_, err := consentCLI(ctx, "serve", "--dev", "--config", cfgPath)
-		served <- err
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("serve: %v", err)
-		}
+	serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, "serve", "--dev", "--config", cfgPath)
 	})
-	base := "http://" + listen
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if _, kerr := os.Stat(filepath.Join(dir, "demo.apikey")); resp.StatusCode == http.StatusOK && kerr == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready")
-		}
-		time.Sleep(20 * time.Millisecond) // no event to wait on across the HTTP boundary
-	}
 	common := []string{"--config", cfgPath, "--dev"}
 	run := func(args ...string) (string, error) {
 		t.Helper()
-		return consentCLI(context.Background(), append(args, common...)...)
+		return runCLI(t, context.Background(), nil, append(args, common...)...)
 	}
 
 	out, err := run("consent", "set", "+4915112345678", "--state", "opted_out", "--note", "asked by phone")
@@ -104,35 +69,12 @@ func TestREADMEConsentTour(t *testing.T) {
 	dir := t.TempDir()
 	listen := freePort(t)
 	flags := []string{"--dev", "--data-dir", dir, "--listen", listen}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		_, err := consentCLI(ctx, append([]string{"serve"}, flags...)...)
-		served <- err
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("serve: %v", err)
-		}
+	serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, append([]string{"serve"}, flags...)...)
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if _, kerr := os.Stat(filepath.Join(dir, "demo.apikey")); resp.StatusCode == http.StatusOK && kerr == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready")
-		}
-		time.Sleep(20 * time.Millisecond) // no event to wait on across the HTTP boundary
-	}
 	run := func(args ...string) (string, error) {
 		t.Helper()
-		return consentCLI(context.Background(), append(args, flags...)...)
+		return runCLI(t, context.Background(), nil, append(args, flags...)...)
 	}
 	const number = "+4915112345678"
 	send := func() error {
@@ -168,7 +110,7 @@ func TestREADMEConsentTour(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(`"state": "opted_out"`)
-	out, err := consentCLI(context.Background(), append([]string{"send", "--to", number, "--text", "One more thing"}, flags...)...)
+	out, err := runCLI(t, context.Background(), nil, append([]string{"send", "--to", number, "--text", "One more thing"}, flags...)...)
 	if gateway.ErrorCode(err) != gateway.ERecipientOptedOut {
 		t.Fatalf("send after STOP: %v\n%s", err, out)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 // The test binary doubles as the switchboard binary: with SWITCHBOARD_TEST_MAIN set it runs main
@@ -42,15 +42,15 @@ type child struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited; err is then set
 	err    error
-	out    *bytes.Buffer
+	out    *gatewaytest.LogBuffer
 }
 
 func startChild(t *testing.T, dir, listen string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "serve", "--config", filepath.Join(dir, "switchboard.yaml"), "--dev")
 	cmd.Env = append(os.Environ(), "SWITCHBOARD_TEST_MAIN=1", "SWITCHBOARD_SERVER_LISTEN="+listen)
-	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
+	out := &gatewaytest.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -58,17 +58,6 @@ func startChild(t *testing.T, dir, listen string) *child {
 	go func() { c.err = cmd.Wait(); close(c.exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-c.exited })
 	return c
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // waitReady polls /readyz of a process we only reach over HTTP.

@@ -20,12 +20,9 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	listen := freePort(t)
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
-	served := make(chan error, 1)
-	go func() {
-		_, err := runCLI(t, ctx, nil, "serve", "--dev", "--data-dir", dir, "--listen", listen)
-		served <- err
-	}()
-	waitServing(t, "http://"+listen, served)
+	serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, "serve", "--dev", "--data-dir", dir, "--listen", listen)
+	})
 
 	url, err := os.ReadFile(filepath.Join(dir, "nats.url"))
 	if err != nil {
@@ -60,7 +57,4 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	}
 	<-dead // the replay went through the router again, which dead-lettered it again
 	stop()
-	if err := <-served; err != nil {
-		t.Errorf("serve: %v", err)
-	}
 }

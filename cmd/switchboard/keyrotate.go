@@ -8,9 +8,12 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/store"
+	"github.com/switchboard-gateway/switchboard/store/crypt"
+	storesql "github.com/switchboard-gateway/switchboard/store/sql"
 )
 
 // newKeyRotationCmds are `keys status`, `keys rotate` and `keys retire` (DESIGN.md §3.6).
@@ -19,11 +22,7 @@ func newKeyRotationCmds(g *globals) []*cobra.Command {
 		Use:   "status",
 		Short: "Show which master key wraps how many tenant keys (and how many data keys there are)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(cmd)
-			if err != nil {
-				return err
-			}
-			db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+			_, db, kr, err := g.openStore(cmd)
 			if err != nil {
 				return err
 			}
@@ -80,11 +79,7 @@ Rotation, step by step:
   4. switchboard keys retire OLD_ID               (checks that nothing depends on it)
   5. remove the old key from the master keys`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(cmd)
-			if err != nil {
-				return err
-			}
-			db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+			_, db, kr, err := g.openStore(cmd)
 			if err != nil {
 				return err
 			}
@@ -106,11 +101,7 @@ Rotation, step by step:
 		Short: "Check that no tenant key depends on a master key any more, so it can be removed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.load(cmd)
-			if err != nil {
-				return err
-			}
-			db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+			_, db, kr, err := g.openStore(cmd)
 			if err != nil {
 				return err
 			}
@@ -130,4 +121,18 @@ Rotation, step by step:
 		},
 	}
 	return []*cobra.Command{status, rotate, retire}
+}
+
+// openStore loads the configuration and opens its store with the keyring, for commands that work
+// on the store directly.
+func (g *globals) openStore(cmd *cobra.Command) (*config.Config, *storesql.DB, *crypt.Keyring, error) {
+	cfg, err := g.load(cmd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, db, kr, nil
 }

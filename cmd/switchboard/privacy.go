@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,11 +9,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 	"github.com/switchboard-gateway/switchboard/store"
 )
@@ -90,11 +87,7 @@ func eraseTenant(cmd *cobra.Command, g *globals, tenant string, yes bool) error 
 	if !yes {
 		return gateway.FieldErrorf(gateway.EMissingField, "yes", "erasing tenant %s destroys its key and all its data for good: add --yes", tenant)
 	}
-	cfg, err := g.load(cmd)
-	if err != nil {
-		return err
-	}
-	db, kr, err := server.OpenStore(cmd.Context(), cfg, g.dev, zerolog.Nop())
+	cfg, db, kr, err := g.openStore(cmd)
 	if err != nil {
 		return err
 	}
@@ -167,25 +160,11 @@ func newExportCmd(g *globals) *cobra.Command {
 
 // stream copies a GET answer to w as it arrives (no overall timeout: exports can be long).
 func (c *apiClient) stream(ctx context.Context, path string, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	resp, err := c.open(ctx, &http.Client{Transport: c.http.Transport}, http.MethodGet, path, "", nil, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	resp, err := (&http.Client{Transport: c.http.Transport}).Do(req)
-	if err != nil {
-		return gateway.WrapError(gateway.EUnavailable, err, "the gateway at %s is not reachable (is `switchboard serve` running?)", c.base)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message, Field string } `json:"error"`
-		}
-		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) == nil && e.Error.Code != "" {
-			return &gateway.Error{Code: e.Error.Code, Field: e.Error.Field, Message: e.Error.Message}
-		}
-		return gateway.Errorf(gateway.EInternal, "HTTP %d from the gateway", resp.StatusCode)
-	}
 	_, err = io.Copy(w, resp.Body)
 	return err
 }

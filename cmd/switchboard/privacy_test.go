@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,36 +23,12 @@ func TestPrivacyCommands(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		_, err := consentCLI(ctx, "serve", "--dev", "--config", cfgPath)
-		served <- err
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("serve: %v", err)
-		}
+	base := serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, "serve", "--dev", "--config", cfgPath)
 	})
-	base := "http://" + listen
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if _, kerr := os.Stat(filepath.Join(dir, "demo.apikey")); resp.StatusCode == http.StatusOK && kerr == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready")
-		}
-		time.Sleep(20 * time.Millisecond) // no event to wait on across the HTTP boundary
-	}
 	run := func(args ...string) (string, error) {
 		t.Helper()
-		return consentCLI(context.Background(), append(args, "--config", cfgPath, "--dev")...)
+		return runCLI(t, context.Background(), nil, append(args, "--config", cfgPath, "--dev")...)
 	}
 	const who = "+4915112345678"
 
@@ -139,7 +114,7 @@ func TestPrivacyCommands(t *testing.T) {
 	post := func(key string, out any) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/erasures", strings.NewReader(`{"tenant": true}`))
-		req.Header.Set("Authorization", "Bearer "+lastLine(key))
+		req.Header.Set("Authorization", "Bearer "+keySecret(key))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -156,14 +131,13 @@ func TestPrivacyCommands(t *testing.T) {
 	if code := post(admin, &tj); code != http.StatusAccepted || tj.ID == "" {
 		t.Fatalf("tenant erasure with an admin key: %d %+v", code, tj)
 	}
-	c := &apiClient{base: base, key: lastLine(admin), http: &http.Client{Timeout: 10 * time.Second}}
+	c := &apiClient{base: base, key: keySecret(admin), http: &http.Client{Timeout: 10 * time.Second}}
 	if done, err := waitErasure(context.Background(), c, tj.ID, time.Minute); err != nil || done.Status != "done" || done.Report["tenant_keys"] != 1 {
 		t.Fatalf("tenant erasure job: %v %+v", err, done)
 	}
 }
 
-// lastLine is the last non-empty line of a command's output (keys create prints the secret last).
-func lastLine(out string) string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
+// keySecret is the secret `keys create` printed: its stdout, which runCLI puts first.
+func keySecret(out string) string {
+	return strings.TrimSpace(strings.Split(out, "\n")[0])
 }

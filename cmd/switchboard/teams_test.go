@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/adapters/teams/teamsfake"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 // runCLI runs one switchboard command in-process and returns what it printed.
 func runCLI(t *testing.T, ctx context.Context, hc *http.Client, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	root := newRoot(&globals{stdout: &out, stderr: &errOut, channelHTTP: hc})
+	out, errOut := &gatewaytest.LogBuffer{}, &gatewaytest.LogBuffer{} // serve logs from many goroutines
+	root := newRoot(&globals{stdout: out, stderr: errOut, channelHTTP: hc})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	return out.String() + errOut.String(), err
@@ -133,6 +134,31 @@ tenants:
 	if err := <-served; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
+}
+
+// serveInBackground runs serve (a `serve` command) until the test ends and returns the base URL
+// once the gateway on listen is ready.
+func serveInBackground(t *testing.T, listen string, serve func(ctx context.Context) (string, error)) string {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		out, err := serve(ctx)
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+		served <- err
+		close(served) // if waitServing took the error, the cleanup reads nil instead of blocking
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	base := "http://" + listen
+	waitServing(t, base, served)
+	return base
 }
 
 // waitServing polls /readyz of a server started in the background (it answers over HTTP only).

@@ -69,19 +69,9 @@ tenants:
       - {id: crm, url: %q, secrets_file: %q, allow_private: true}
       - {id: guarded, url: %q, secrets_file: %q}
 `, dir, listen, recv.URL+"/crm", secrets, recv.URL+"/guarded", secrets)), 0o600)
-	ctx, stop := context.WithCancel(t.Context())
-	served := make(chan error, 1)
-	go func() {
-		_, err := runCLI(t, ctx, nil, "serve", "--dev", "--config", cfgPath)
-		served <- err
-	}()
-	defer func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	waitServing(t, "http://"+listen, served)
+	serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runCLI(t, ctx, nil, "serve", "--dev", "--config", cfgPath)
+	})
 	cli := func(args ...string) (string, error) {
 		t.Helper()
 		return runCLI(t, t.Context(), nil, append([]string{"--config", cfgPath, "--dev", "webhooks"}, args...)...)

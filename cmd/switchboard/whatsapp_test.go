@@ -22,6 +22,7 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/switchboard-gateway/switchboard/adapters/whatsapp"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 // ---- a fake WhatsApp at the whatsmeow client's edge ----
@@ -218,30 +219,12 @@ func (c *waClient) LinkedJID() types.JID                              { return c
 // runWA runs one switchboard command in-process with the fake WhatsApp in place of whatsmeow.
 func runWA(t *testing.T, ctx context.Context, n *waNetwork, args ...string) (string, error) {
 	t.Helper()
-	out, errOut := &waOutput{}, &waOutput{}
+	out, errOut := &gatewaytest.LogBuffer{}, &gatewaytest.LogBuffer{}
 	g := &globals{stdout: out, stderr: errOut, whatsappTest: n.tweak}
 	root := newRoot(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	return out.String() + errOut.String(), err
-}
-
-// waOutput collects a command's output; serve writes its log from many goroutines.
-type waOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *waOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *waOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
 
 // waConfig writes a configuration with one WhatsApp account on the whatsmeow driver, paced fast
@@ -358,23 +341,10 @@ func serveWA(t *testing.T, n *waNetwork) (waAPI, string) {
 		t.Fatalf("keys create: %v\n%s", err, key)
 	}
 	key = strings.TrimSpace(strings.Split(key, "\n")[0])
-	serveCtx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() {
-		out, err := runWA(t, serveCtx, n, "serve", "--config", cfgPath, "--dev")
-		if err != nil {
-			err = fmt.Errorf("%w\n%s", err, out)
-		}
-		served <- err
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	// /readyz includes the account: once ready, it is connected.
+	base := serveInBackground(t, listen, func(ctx context.Context) (string, error) {
+		return runWA(t, ctx, n, "serve", "--config", cfgPath, "--dev")
 	})
-	base := "http://" + listen
-	waitServing(t, base, served) // /readyz includes the account: it is connected
 	return waAPI{t: t, base: base, key: key}, cfgPath
 }
 

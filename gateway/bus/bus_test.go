@@ -1,13 +1,9 @@
 package bus
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 const testKey = "test-store-key-0123456789abcdef0123456789abcdef"
@@ -700,9 +697,9 @@ func TestStoreEncryption(t *testing.T) {
 			if err := b.Close(ctx); err != nil { // flushes the store
 				t.Fatal(err)
 			}
-			found := grepDir(t, dir, []byte(secret))
-			if found != tt.wantFound {
-				t.Fatalf("payload found in store: %v, want %v", found, tt.wantFound)
+			paths, _ := gatewaytest.FilesHolding(t, dir, []byte(secret))
+			if found := len(paths) > 0; found != tt.wantFound {
+				t.Fatalf("payload found in store: %v %v, want %v", found, paths, tt.wantFound)
 			}
 		})
 	}
@@ -731,29 +728,6 @@ func TestWrongStoreKeyRefusesToStart(t *testing.T) {
 	if err != nil || st.CachedInfo().State.Msgs != 1 {
 		t.Fatalf("after reopening: %v", err)
 	}
-}
-
-func grepDir(t *testing.T, dir string, needle []byte) bool {
-	t.Helper()
-	found := false
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(data, needle) {
-			t.Logf("found in %s", path)
-			found = true
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
 }
 
 func TestFollow(t *testing.T) {

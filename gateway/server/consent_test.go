@@ -2,25 +2,17 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
-	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/gateway/server"
-	"github.com/switchboard-gateway/switchboard/store"
 )
 
 // consentTenant keeps the consent defaults: WhatsApp requires an opt-in (or an open reply
@@ -41,37 +33,7 @@ tenants:
 
 func startConsentGateway(t *testing.T, dir string) *gw {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(consentTenant, dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
-	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{
-		Dev:       true,
-		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
-		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	g.url = "http://" + srv.Addr()
-	b, err := os.ReadFile(filepath.Join(dir, "demo.apikey"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.keys["demo"] = strings.TrimSpace(string(b))
-	go func() {
-		defer close(g.stopped)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	g.stop = func() { cancel(); <-g.stopped }
-	t.Cleanup(g.stop)
-	return g
+	return startGatewayWith(t, dir, consentTenant)
 }
 
 type apiError struct {

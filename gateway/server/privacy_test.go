@@ -38,41 +38,11 @@ func startPrivacyGateway(t *testing.T, dir string) (*gw, <-chan store.Erasure) {
 // retention sweeps reported to onSweep.
 func startPrivacyGatewayWith(t *testing.T, dir, yaml string, onSweep func(string, privacy.SweepReport)) (*gw, <-chan store.Erasure) {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
-	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
 	erased := make(chan store.Erasure, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{
-		Dev:       true,
-		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
-		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
-		OnErasure: func(e store.Erasure) { erased <- e },
-		OnSweep:   onSweep,
+	g := startGatewayWith(t, dir, yaml, func(o *server.Options) {
+		o.OnErasure = func(e store.Erasure) { erased <- e }
+		o.OnSweep = onSweep
 	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	g.url = "http://" + srv.Addr()
-	for _, tenant := range []string{"demo", "other"} {
-		b, err := os.ReadFile(filepath.Join(dir, tenant+".apikey"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.keys[tenant] = strings.TrimSpace(string(b))
-	}
-	go func() {
-		defer close(g.stopped)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	g.stop = func() { cancel(); <-g.stopped }
-	t.Cleanup(g.stop)
 	return g, erased
 }
 

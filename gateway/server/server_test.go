@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,27 +18,10 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/store"
 )
-
-// syncBuffer is a log sink the test can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // statuses remembers every status the recorder moved a message to, and wakes waiters.
 type statuses struct {
@@ -76,7 +58,7 @@ type gw struct {
 	dir     string
 	url     string
 	keys    map[string]string // tenant → API key
-	log     *syncBuffer
+	log     *gatewaytest.LogBuffer
 	seen    *statuses
 	stop    func()
 	stopped chan struct{}
@@ -111,11 +93,17 @@ func startGateway(t *testing.T, dir string, options ...func(*server.Options)) *g
 // startGatewayWith runs the gateway on yaml, a configuration with %s for the data dir.
 func startGatewayWith(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(yaml, dir)))
+	return startWithConfig(t, dir, fmt.Sprintf(yaml, dir), options...)
+}
+
+// startWithConfig runs the gateway on a complete configuration whose data dir is dir.
+func startWithConfig(t *testing.T, dir, yaml string, options ...func(*server.Options)) *gw {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
+	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &gatewaytest.LogBuffer{}, stopped: make(chan struct{})}
 	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
 	opts := server.Options{
 		Dev:       true,
@@ -309,27 +297,13 @@ func TestNoPlaintextAtRest(t *testing.T) {
 // store, ledgers) and fails for each needle it finds in the clear.
 func requireNoPlaintext(t *testing.T, dir string, needles ...string) {
 	t.Helper()
-	files := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	for _, n := range needles {
+		paths, read := gatewaytest.FilesHolding(t, dir, []byte(n))
+		if read < 5 {
+			t.Fatalf("only %d files read: is the data dir the right one?", read)
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
+		for _, p := range paths {
+			t.Errorf("%s holds %q in plaintext", p, n)
 		}
-		files++
-		for _, n := range needles {
-			if bytes.Contains(b, []byte(n)) {
-				t.Errorf("%s holds %q in plaintext", path, n)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if files < 5 {
-		t.Fatalf("only %d files read: is the data dir the right one?", files)
 	}
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/server"
 	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
-	"github.com/switchboard-gateway/switchboard/store"
 )
 
 const withWebhook = `
@@ -37,44 +36,6 @@ tenants:
     webhooks:
       - {id: crm, url: %q, events: [message.status], secrets_file: %q, allow_private: true}
 `
-
-// startWithConfig runs a gateway on the given configuration, like startGateway.
-func startWithConfig(t *testing.T, dir, yaml string) *gw {
-	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gw{t: t, dir: dir, keys: map[string]string{}, log: &syncBuffer{}, stopped: make(chan struct{})}
-	g.seen = &statuses{reached: map[string]map[gateway.Status]bool{}, changed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{
-		Dev:       true,
-		Log:       zerolog.New(g.log).With().Timestamp().Logger(),
-		OnApplied: func(_ context.Context, applied []store.Applied) { g.seen.record(applied) },
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	g.url = "http://" + srv.Addr()
-	for _, tc := range cfg.Tenants {
-		b, err := os.ReadFile(filepath.Join(dir, tc.ID+".apikey"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.keys[tc.ID] = strings.TrimSpace(string(b))
-	}
-	go func() {
-		defer close(g.stopped)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	g.stop = func() { cancel(); <-g.stopped }
-	t.Cleanup(g.stop)
-	return g
-}
 
 func TestWebhooksFromConfigSignedAndOrdered(t *testing.T) {
 	dir := t.TempDir()

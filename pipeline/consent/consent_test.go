@@ -1,7 +1,6 @@
 package consent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -17,29 +16,14 @@ import (
 	"github.com/switchboard-gateway/switchboard/adapters/sandbox"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/consent"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	sqlstore "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fakeClock is the consent stage's clock; the test moves it.
 type fakeClock struct{ ns atomic.Int64 }
@@ -62,7 +46,7 @@ type harness struct {
 	kw     *consent.Handler
 	clock  *fakeClock
 	policy consent.Policy
-	logs   *syncBuffer
+	logs   *gatewaytest.LogBuffer
 	log    zerolog.Logger
 
 	mu      sync.Mutex
@@ -80,19 +64,14 @@ func newHarness(t *testing.T, policy consent.Policy) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
-	h := &harness{t: t, dir: dir, policy: policy, logs: &syncBuffer{}, clock: &fakeClock{},
+	h := &harness{t: t, dir: dir, policy: policy, logs: &gatewaytest.LogBuffer{}, clock: &fakeClock{},
 		status: map[string]gateway.Status{}, errs: map[string]string{}, changed: make(chan struct{})}
 	h.clock.set(time.Now())
 	h.log = zerolog.New(h.logs).With().Timestamp().Logger()
-	masters := []crypt.MasterKey{{ID: "mk_test", Key: bytes.Repeat([]byte{5}, crypt.KeySize)}}
-	db, kr, err := sqlstore.OpenEncrypted(ctx, sqlstore.Config{Driver: sqlstore.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := sqltest.Open(t, dir)
 	h.db, h.kr = db, kr
 	b, err := bus.Open(ctx, bus.Config{Embedded: &bus.Embedded{StoreDir: filepath.Join(dir, "nats"), StoreKey: string(kr.DeriveKey("test"))}}, zerolog.Nop())
 	if err != nil {
-		db.Close()
 		t.Fatal(err)
 	}
 	h.bus = b
@@ -104,7 +83,6 @@ func newHarness(t *testing.T, policy consent.Policy) *harness {
 			h.sandbox.Close()
 		}
 		b.Close(context.Background())
-		db.Close()
 	})
 	h.reg = &consent.Registry{Store: db, Log: h.log}
 	h.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{Store: db, Bus: b, Replays: db, Stages: []pipeline.Stage{h.stage("intake")}, Log: h.log})

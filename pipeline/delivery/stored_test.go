@@ -1,13 +1,11 @@
 package delivery_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,18 +18,13 @@ import (
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/delivery"
 	"github.com/switchboard-gateway/switchboard/store"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
 func openStore(t *testing.T) *storesql.DB {
 	t.Helper()
-	db, _, err := storesql.OpenEncrypted(t.Context(), storesql.Config{Driver: storesql.SQLite, DSN: filepath.Join(t.TempDir(), "sb.db")},
-		[]crypt.MasterKey{{ID: "mk", Key: bytes.Repeat([]byte{3}, crypt.KeySize)}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := sqltest.Open(t, t.TempDir())
 	return db
 }
 

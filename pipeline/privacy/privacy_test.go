@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
+	"github.com/switchboard-gateway/switchboard/store/sql/sqltest"
 )
 
 var testActor = store.Actor{KeyID: "key_1", IP: "192.0.2.1"}
@@ -41,14 +42,9 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
-	key := bytes.Repeat([]byte{7}, crypt.KeySize)
-	e := &env{dir: dir, masters: []crypt.MasterKey{{ID: "mk_test", Key: key}}, bus: &fakeBus{}}
+	e := &env{dir: dir, masters: sqltest.MasterKeys(), bus: &fakeBus{}}
+	e.db, e.kr = sqltest.Open(t, dir)
 	var err error
-	e.db, e.kr, err = storesql.OpenEncrypted(context.Background(), storesql.Config{Driver: storesql.SQLite, DSN: filepath.Join(dir, "switchboard.db")}, e.masters, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.db.Close() })
 	if e.svc, err = New(Config{Store: e.db, Indexer: e.kr, Bus: e.bus}); err != nil {
 		t.Fatal(err)
 	}
@@ -267,34 +263,38 @@ func mustIndex(t testing.TB, e *env, who string) string {
 	return idx
 }
 
+// names runs query, which selects one text column, and returns its values.
+func names(t testing.TB, db *dbsql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // rowsHolding lists the tables with a row that has value in any column.
 func rowsHolding(t testing.TB, db *dbsql.DB, value string) []string {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		tables = append(tables, n)
-	}
-	rows.Close()
 	var hits []string
-	for _, tbl := range tables {
-		cols, err := db.QueryContext(ctx, "SELECT name FROM pragma_table_info(?)", tbl)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, tbl := range names(t, db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'") {
 		var conds []string
-		for cols.Next() {
-			var c string
-			cols.Scan(&c)
+		for _, c := range names(t, db, "SELECT name FROM pragma_table_info(?)", tbl) {
 			conds = append(conds, fmt.Sprintf("CAST(%q AS TEXT) = ?1", c))
 		}
-		cols.Close()
 		var n int
 		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+fmt.Sprintf("%q", tbl)+" WHERE "+strings.Join(conds, " OR "), value).Scan(&n); err != nil {
 			t.Fatal(err)
@@ -530,18 +530,8 @@ func TestTenantErasure(t *testing.T) {
 	if report["tenant_keys"] != 1 || report[storesql.ReportKeys] != 2 || report[storesql.ReportMessages] != 2 || report["other_pkg"] != 1 {
 		t.Fatalf("report %v", report)
 	}
-	rows, err := e.db.SQL().QueryContext(ctx, `SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c
+	tables := names(t, e.db.SQL(), `SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c
 		WHERE m.type = 'table' AND c.name = 'tenant'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		tables = append(tables, n)
-	}
-	rows.Close()
 	for _, tbl := range tables {
 		var n int
 		if err := e.db.SQL().QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(*) FROM %q WHERE tenant = 'acme'", tbl)).Scan(&n); err != nil {

@@ -2,76 +2,19 @@ package credstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"path/filepath"
-	"sync"
 	"testing"
 
-	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/store/credstore"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
+	"github.com/switchboard-gateway/switchboard/store/crypt/crypttest"
 )
-
-// memKeys is an in-memory crypt.KeyStore.
-type memKeys struct {
-	mu       sync.Mutex
-	tenants  map[string]crypt.WrappedKey
-	subjects map[string]crypt.WrappedKey
-}
-
-func (m *memKeys) TenantKey(_ context.Context, t string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.tenants[t]
-	if !ok {
-		return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-	}
-	return k, nil
-}
-
-func (m *memKeys) CreateTenantKey(_ context.Context, t string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.tenants[t]; ok {
-		return old, nil
-	}
-	m.tenants[t] = k
-	return k, nil
-}
-
-func (m *memKeys) SubjectKey(_ context.Context, t, s string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.subjects[t+"|"+s]
-	if !ok {
-		return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-	}
-	return k, nil
-}
-
-func (m *memKeys) CreateSubjectKey(_ context.Context, t, s string, k crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.subjects[t+"|"+s]; ok {
-		return old, nil
-	}
-	m.subjects[t+"|"+s] = k
-	return k, nil
-}
 
 // TestKeyring runs the store over the real keyring: what one Store sealed, a second Store over
 // the same database and keys opens; another tenant's key does not.
 func TestKeyring(t *testing.T) {
 	ctx := context.Background()
-	key := make([]byte, crypt.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := crypt.New([]crypt.MasterKey{{ID: "mk_test", Key: key}}, &memKeys{tenants: map[string]crypt.WrappedKey{}, subjects: map[string]crypt.WrappedKey{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kr := crypttest.NewKeyring(t)
 	path := filepath.Join(t.TempDir(), "sb.db")
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
 	if err != nil {

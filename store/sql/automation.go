@@ -51,11 +51,7 @@ func (db *DB) UpdateTags(ctx context.Context, tenant string, subject gateway.Add
 
 // Tags implements store.Tags.
 func (db *DB) Tags(ctx context.Context, tenant string, subject gateway.Address) ([]string, error) {
-	kr, err := db.kr()
-	if err != nil {
-		return nil, err
-	}
-	index, err := kr.BlindIndex(ctx, tenant, subject.String())
+	index, err := db.subjectIndex(ctx, tenant, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -126,11 +122,7 @@ func (db *DB) MarkActionDone(ctx context.Context, tenant, actionID string, at ti
 
 // LastOutbound implements store.AutomationState.
 func (db *DB) LastOutbound(ctx context.Context, tenant string, ch gateway.Channel, account string, peer gateway.Address) (*gateway.Message, error) {
-	kr, err := db.kr()
-	if err != nil {
-		return nil, err
-	}
-	index, err := kr.BlindIndex(ctx, tenant, peer.String())
+	index, err := db.subjectIndex(ctx, tenant, peer)
 	if err != nil {
 		return nil, err
 	}

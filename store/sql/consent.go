@@ -144,6 +144,15 @@ func (db *DB) ImportConsent(ctx context.Context, cs []store.ConsentChange) error
 	})
 }
 
+// subjectIndex is the blind index of subject under the tenant's key: how rows name a person.
+func (db *DB) subjectIndex(ctx context.Context, tenant string, subject gateway.Address) (string, error) {
+	kr, err := db.kr()
+	if err != nil {
+		return "", err
+	}
+	return kr.BlindIndex(ctx, tenant, subject.String())
+}
+
 // Consent implements store.Consents.
 func (db *DB) Consent(ctx context.Context, tenant string, channel gateway.Channel, subject gateway.Address) (store.Consent, error) {
 	kr, err := db.kr()
@@ -226,11 +235,7 @@ func (db *DB) Consent(ctx context.Context, tenant string, channel gateway.Channe
 
 // CheckConsent implements store.Consents: one read of the subject's entries, window and bypass.
 func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.Channel, subject gateway.Address, category, messageID string) (store.ConsentCheck, error) {
-	kr, err := db.kr()
-	if err != nil {
-		return store.ConsentCheck{}, err
-	}
-	index, err := kr.BlindIndex(ctx, tenant, subject.String())
+	index, err := db.subjectIndex(ctx, tenant, subject)
 	if err != nil {
 		return store.ConsentCheck{}, err
 	}
@@ -279,11 +284,7 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 
 // TouchInbound implements store.Consents. Group-committed: it runs on every inbound message.
 func (db *DB) TouchInbound(ctx context.Context, tenant string, channel gateway.Channel, subject gateway.Address, at time.Time) error {
-	kr, err := db.kr()
-	if err != nil {
-		return err
-	}
-	index, err := kr.BlindIndex(ctx, tenant, subject.String())
+	index, err := db.subjectIndex(ctx, tenant, subject)
 	if err != nil {
 		return err
 	}
@@ -304,11 +305,7 @@ func (db *DB) GrantOptOutBypass(ctx context.Context, tenant string, subject gate
 	if messageID == "" || inboundMessageID == "" {
 		return gateway.Errorf(gateway.EInternal, "store: a bypass needs a message id and the inbound message id")
 	}
-	kr, err := db.kr()
-	if err != nil {
-		return err
-	}
-	index, err := kr.BlindIndex(ctx, tenant, subject.String())
+	index, err := db.subjectIndex(ctx, tenant, subject)
 	if err != nil {
 		return err
 	}

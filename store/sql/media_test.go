@@ -3,12 +3,11 @@ package sql
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
 func TestMediaFiles(t *testing.T) {
@@ -38,19 +37,9 @@ func TestMediaFiles(t *testing.T) {
 		}
 		// Neither the bytes nor the file name are on disk in plaintext.
 		if e.dir != "" {
-			entries, err := os.ReadDir(e.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, de := range entries {
-				disk, err := os.ReadFile(filepath.Join(e.dir, de.Name()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, needle := range []string{"secret invoice body", "invoice-4711"} {
-					if bytes.Contains(disk, []byte(needle)) {
-						t.Fatalf("%s holds %q in plaintext", de.Name(), needle)
-					}
+			for _, needle := range []string{"secret invoice body", "invoice-4711"} {
+				if paths, _ := gatewaytest.FilesHolding(t, e.dir, []byte(needle)); len(paths) > 0 {
+					t.Fatalf("%v hold %q in plaintext", paths, needle)
 				}
 			}
 		}

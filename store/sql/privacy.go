@@ -226,21 +226,8 @@ func (db *DB) EraseSubjectRows(ctx context.Context, tenant, subject, jobID strin
 		var msgs int64
 		err := db.write(ctx, "erase messages", func(ctx context.Context, tx *wtx) error {
 			msgs = 0
-			rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT id FROM messages WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
-			if err != nil {
-				return err
-			}
-			var ids []any
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				ids = append(ids, id)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil || len(ids) == 0 {
+			ids, err := messageIDs(ctx, tx, db.q(`SELECT id FROM messages WHERE tenant = ? AND peer_index = ? LIMIT ?`), tenant, subject, eraseChunk)
+			if err != nil || len(ids) == 0 {
 				return err
 			}
 			// The outbound messages that had not left the gateway, recorded with their deletion.
@@ -367,6 +354,24 @@ func (db *DB) SubjectMessages(ctx context.Context, tenant, subject, afterID stri
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// messageIDs runs query, which selects message ids, in tx.
+func messageIDs(ctx context.Context, tx *wtx, query string, args ...any) ([]any, error) {
+	rows, err := tx.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []any
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // microsPerDay turns a stored timestamp into its UTC day number.

@@ -33,21 +33,8 @@ func (db *DB) PurgeMessages(ctx context.Context, tenant string, before time.Time
 	}
 	err = db.write(ctx, "purge messages", func(ctx context.Context, tx *wtx) error {
 		msgs, events = 0, 0
-		rows, err := tx.tx.QueryContext(ctx, db.q(query), tenant, micros(before), limit)
-		if err != nil {
-			return err
-		}
-		var ids []any
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(ids) == 0 {
+		ids, err := messageIDs(ctx, tx, db.q(query), tenant, micros(before), limit)
+		if err != nil || len(ids) == 0 {
 			return err
 		}
 		msgs, events, err = deleteMessages(ctx, tx, ids)

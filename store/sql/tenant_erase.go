@@ -76,21 +76,8 @@ func (db *DB) EraseTenant(ctx context.Context, tenant, keepKey string) (map[stri
 		var msgs, events int64
 		err := db.write(ctx, "erase tenant messages", func(ctx context.Context, tx *wtx) error {
 			msgs, events = 0, 0
-			rows, err := tx.tx.QueryContext(ctx, db.q("SELECT id FROM messages WHERE tenant = ? LIMIT ?"), tenant, eraseChunk)
-			if err != nil {
-				return err
-			}
-			var ids []any
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				ids = append(ids, id)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil || len(ids) == 0 {
+			ids, err := messageIDs(ctx, tx, db.q("SELECT id FROM messages WHERE tenant = ? LIMIT ?"), tenant, eraseChunk)
+			if err != nil || len(ids) == 0 {
 				return err
 			}
 			msgs, events, err = deleteMessages(ctx, tx, ids)

@@ -1,13 +1,11 @@
 package sql
 
 import (
-	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/switchboard-gateway/switchboard/gateway"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/store"
 )
 
@@ -100,17 +98,14 @@ func TestWebhooksStoredSealedScopedAndRotated(t *testing.T) {
 
 		if e.engine == SQLite {
 			e.db.Close()
-			files, _ := filepath.Glob(filepath.Join(e.dir, "*"))
-			for _, f := range files {
-				b, _ := os.ReadFile(f)
-				for _, s := range []string{first, second, first[len("whsec_"):]} {
-					if bytes.Contains(b, []byte(s)) {
-						t.Errorf("%s holds a webhook secret in plaintext", f)
-					}
+			for _, s := range []string{first, second, first[len("whsec_"):]} {
+				paths, read := gatewaytest.FilesHolding(t, e.dir, []byte(s))
+				if read == 0 {
+					t.Fatal("no database files")
 				}
-			}
-			if len(files) == 0 {
-				t.Fatal("no database files")
+				for _, f := range paths {
+					t.Errorf("%s holds a webhook secret in plaintext", f)
+				}
 			}
 		}
 	})

@@ -16,12 +16,7 @@ func TestEraseContact(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			db, c := e.container(t)
 			fill := func(phone, lidUser string) (types.JID, types.JID) {
 				pn := types.JID{User: phone, Server: types.DefaultUserServer}
 				lid := types.JID{User: lidUser, Server: types.HiddenUserServer}

@@ -103,33 +103,25 @@ func (c *Container) updateContact(ctx context.Context, user types.JID, change fu
 }
 
 func (c *Container) PutPushName(ctx context.Context, user types.JID, pushName string) (bool, string, error) {
-	c.contactLock.Lock()
-	defer c.contactLock.Unlock()
-	var previous string
-	changed := false
-	err := c.updateContact(ctx, user, func(ci *contactInfo) bool {
-		if ci.PushName == pushName {
-			return false
-		}
-		previous, ci.PushName, changed = ci.PushName, pushName, true
-		return true
-	})
-	if err != nil {
-		return false, "", err
-	}
-	return changed, previous, nil
+	return c.putName(ctx, user, pushName, func(ci *contactInfo) *string { return &ci.PushName })
 }
 
 func (c *Container) PutBusinessName(ctx context.Context, user types.JID, businessName string) (bool, string, error) {
+	return c.putName(ctx, user, businessName, func(ci *contactInfo) *string { return &ci.BusinessName })
+}
+
+// putName sets the contact's name that field points to and reports whether it changed and from what.
+func (c *Container) putName(ctx context.Context, user types.JID, name string, field func(*contactInfo) *string) (bool, string, error) {
 	c.contactLock.Lock()
 	defer c.contactLock.Unlock()
 	var previous string
 	changed := false
 	err := c.updateContact(ctx, user, func(ci *contactInfo) bool {
-		if ci.BusinessName == businessName {
+		f := field(ci)
+		if *f == name {
 			return false
 		}
-		previous, ci.BusinessName, changed = ci.BusinessName, businessName, true
+		previous, *f, changed = *f, name, true
 		return true
 	})
 	if err != nil {
@@ -151,34 +143,27 @@ func (c *Container) PutContactName(ctx context.Context, user types.JID, firstNam
 }
 
 func (c *Container) PutAllContactNames(ctx context.Context, contacts []store.ContactEntry) error {
-	if len(contacts) == 0 {
-		return nil
-	}
-	c.contactLock.Lock()
-	defer c.contactLock.Unlock()
-	err := c.inTx(ctx, func(ctx context.Context) error {
-		for _, e := range contacts {
-			err := c.updateContact(ctx, e.JID, func(ci *contactInfo) bool {
-				if ci.found && ci.FirstName == e.FirstName && ci.FullName == e.FullName {
-					return false
-				}
-				ci.FirstName, ci.FullName = e.FirstName, e.FullName
-				return true
-			})
-			if err != nil {
-				return err
-			}
+	return updateContacts(ctx, c, contacts, func(e store.ContactEntry) types.JID { return e.JID }, func(e store.ContactEntry, ci *contactInfo) bool {
+		if ci.found && ci.FirstName == e.FirstName && ci.FullName == e.FullName {
+			return false
 		}
-		return nil
+		ci.FirstName, ci.FullName = e.FirstName, e.FullName
+		return true
 	})
-	if err != nil {
-		// The cache may hold values of a rolled-back transaction.
-		c.contactCache = map[string]*contactInfo{}
-	}
-	return err
 }
 
 func (c *Container) PutManyRedactedPhones(ctx context.Context, entries []store.RedactedPhoneEntry) error {
+	return updateContacts(ctx, c, entries, func(e store.RedactedPhoneEntry) types.JID { return e.JID }, func(e store.RedactedPhoneEntry, ci *contactInfo) bool {
+		if ci.found && ci.RedactedPhone == e.RedactedPhone {
+			return false
+		}
+		ci.RedactedPhone = e.RedactedPhone
+		return true
+	})
+}
+
+// updateContacts applies change to the contact of each entry, all in one transaction.
+func updateContacts[E any](ctx context.Context, c *Container, entries []E, jid func(E) types.JID, change func(E, *contactInfo) bool) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -186,20 +171,14 @@ func (c *Container) PutManyRedactedPhones(ctx context.Context, entries []store.R
 	defer c.contactLock.Unlock()
 	err := c.inTx(ctx, func(ctx context.Context) error {
 		for _, e := range entries {
-			err := c.updateContact(ctx, e.JID, func(ci *contactInfo) bool {
-				if ci.found && ci.RedactedPhone == e.RedactedPhone {
-					return false
-				}
-				ci.RedactedPhone = e.RedactedPhone
-				return true
-			})
-			if err != nil {
+			if err := c.updateContact(ctx, jid(e), func(ci *contactInfo) bool { return change(e, ci) }); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
+		// The cache may hold values of a rolled-back transaction.
 		c.contactCache = map[string]*contactInfo{}
 	}
 	return err

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,57 +23,12 @@ import (
 	"go.mau.fi/whatsmeow/util/keys"
 	_ "modernc.org/sqlite"
 
-	"github.com/switchboard-gateway/switchboard/gateway"
-	"github.com/switchboard-gateway/switchboard/store/crypt"
+	"github.com/switchboard-gateway/switchboard/store/crypt/crypttest"
 )
 
-// memKeyStore is the keyring's KeyStore in memory (store/sql implements it over the database).
-type memKeyStore struct {
-	mu   sync.Mutex
-	keys map[string]crypt.WrappedKey
-}
-
-func (m *memKeyStore) get(k string) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if w, ok := m.keys[k]; ok {
-		return w, nil
-	}
-	return crypt.WrappedKey{}, gateway.Errorf(gateway.ENotFound, "no key")
-}
-
-func (m *memKeyStore) create(k string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.keys[k]; ok {
-		return old, nil
-	}
-	m.keys[k] = w
-	return w, nil
-}
-
-func (m *memKeyStore) TenantKey(_ context.Context, t string) (crypt.WrappedKey, error) {
-	return m.get(t)
-}
-func (m *memKeyStore) CreateTenantKey(_ context.Context, t string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	return m.create(t, w)
-}
-func (m *memKeyStore) SubjectKey(_ context.Context, t, s string) (crypt.WrappedKey, error) {
-	return m.get(t + "/" + s)
-}
-func (m *memKeyStore) CreateSubjectKey(_ context.Context, t, s string, w crypt.WrappedKey) (crypt.WrappedKey, error) {
-	return m.create(t+"/"+s, w)
-}
-
 // newTestSealer is the real keyring over an in-memory key store with a random master key.
-func newTestSealer() Sealer {
-	mk := crypt.MasterKey{ID: "mk_test", Key: make([]byte, 32)}
-	_, _ = rand.Read(mk.Key)
-	k, err := crypt.New([]crypt.MasterKey{mk}, &memKeyStore{keys: map[string]crypt.WrappedKey{}})
-	if err != nil {
-		panic(err)
-	}
-	return KeyringSealer(k)
+func newTestSealer(t testing.TB) Sealer {
+	return KeyringSealer(crypttest.NewKeyring(t))
 }
 
 // engine is one database to run the suite on.
@@ -83,6 +37,22 @@ type engine struct {
 	dialect Dialect
 	open    func(t *testing.T) *sql.DB
 	dir     string // SQLite: the directory whose files are grepped
+}
+
+// container opens the engine's database, migrated and closed when the test ends, and a container
+// for acme/sales on it.
+func (e engine) container(t *testing.T) (*sql.DB, *Container) {
+	t.Helper()
+	db := e.open(t)
+	t.Cleanup(func() { db.Close() })
+	if err := Migrate(context.Background(), db, e.dialect); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(db, e.dialect, newTestSealer(t), "acme", "sales", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, c
 }
 
 func engines(t *testing.T) []engine {
@@ -431,7 +401,7 @@ func TestStoreRoundTripAndNoPlaintext(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			sealer := newTestSealer()
+			sealer := newTestSealer(t)
 			db := e.open(t)
 			for i := 0; i < 2; i++ { // Migrate is idempotent
 				if err := Migrate(ctx, db, e.dialect); err != nil {
@@ -500,12 +470,7 @@ func TestCiphertextBoundToRow(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if err := c.PutSession(ctx, "111:0", []byte("one")); err != nil {
 				t.Fatal(err)
 			}
@@ -536,12 +501,7 @@ func TestDecryptionTxnRollsBack(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if err := c.PutSession(ctx, "111:0", []byte("before")); err != nil {
 				t.Fatal(err)
 			}
@@ -586,12 +546,7 @@ func TestMigratePNToLIDAndDeleteAll(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			db, c := e.container(t)
 			pn := types.JID{User: "4915100000003", Server: types.DefaultUserServer}
 			lid := types.JID{User: "2000000003", Server: types.HiddenUserServer}
 			for _, dev := range []string{":0", ":4"} {
@@ -659,12 +614,7 @@ func TestAccountState(t *testing.T) {
 	ctx := context.Background()
 	for _, e := range engines(t) {
 		t.Run(e.name, func(t *testing.T) {
-			db := e.open(t)
-			defer db.Close()
-			if err := Migrate(ctx, db, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			c, _ := New(db, e.dialect, newTestSealer(), "acme", "sales", Options{})
+			_, c := e.container(t)
 			if _, ok, err := c.LoadState(ctx); ok || err != nil {
 				t.Fatalf("fresh state: %v %v", ok, err)
 			}

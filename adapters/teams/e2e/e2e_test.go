@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
+	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/credstore"
@@ -279,21 +279,12 @@ func TestSendToChatEndToEnd(t *testing.T) {
 
 	// Nothing readable in the data directory: no token, no message text.
 	secrets := append(s.auth.Tokens(), "Invoice &", "no entry")
-	filepath.Walk(s.dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil || fi.IsDir() {
-			return err
+	for _, sec := range secrets {
+		paths, _ := gatewaytest.FilesHolding(t, s.dir, []byte(sec))
+		for _, p := range paths {
+			t.Errorf("%s contains %q in plaintext", p, sec)
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for _, sec := range secrets {
-			if bytes.Contains(b, []byte(sec)) {
-				t.Errorf("%s contains %q in plaintext", p, sec)
-			}
-		}
-		return nil
-	})
+	}
 }
 
 // TestReceiveEndToEnd: a message someone writes in a polled chat reaches the inbound handlers,
