@@ -43,7 +43,7 @@ func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Media = &fakeMedia{files: map[string]gateway.MediaFile{}, data: map[string][]byte{}}
 	d.Events = &fakeEvents{tenants: make(chan string, 1), from: make(chan api.EventCursor, 1)}
 	d.Metrics = http.NotFoundHandler()
-	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}
+	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler(), "POST /v1/channels/teams/lifecycle": http.NotFoundHandler()}
 	d.Hooks = exampleHooks{}
 	d.Accounts = fakeAccounts{}
 	d.Linker = newFakeLinker()

@@ -1,0 +1,451 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-gateway/switchboard/gateway/server"
+)
+
+// openAPIGateway has what the document's examples name: the sandbox accounts whatsapp/sales and
+// teams/ops, the hook order-shipped, and webhooks allowed on loopback (the test's receiver).
+const openAPIGateway = `
+data_dir: %s
+server: {listen: "127.0.0.1:0"}
+tenants:
+  - id: demo
+    webhooks_allow_private: true
+    channels:
+      whatsapp:
+        consent: {require_opt_in: false}
+        accounts: [{name: sales, driver: sandbox, sandbox: {delivered_after: 5ms, read_after: 10ms}}]
+      teams:
+        accounts: [{name: ops, driver: sandbox, sandbox: {delivered_after: 5ms, read_after: 10ms}}]
+    lists: {customers: ["+4915112345678"]}
+    templates: {shipped: "Order {{.Hook.order_id}} has shipped"}
+    automations:
+      - name: shipped
+        when: {hook: {name: order-shipped}}
+        do: [{send: {channel: whatsapp, to_list: customers, template_name: shipped}}]
+`
+
+// notExercised are the documented operations this test cannot run against the gateway, each with
+// why. Everything else in the document is run.
+var notExercised = map[string]string{
+	"POST /v1/channels/teams/notifications": teamsRoutes,
+	"POST /v1/channels/teams/lifecycle":     teamsRoutes,
+}
+
+const teamsRoutes = "registered only by cmd/switchboard with the Graph driver (adapters/teams: msgraph is too heavy for this package); TestTeamsThroughTheBinary runs its example there"
+
+type specParameter struct {
+	Name    string          `json:"name"`
+	In      string          `json:"in"`
+	Example json.RawMessage `json:"example"`
+	Schema  struct {
+		Example json.RawMessage `json:"example"`
+	} `json:"schema"`
+}
+
+type specMedia struct {
+	Schema  json.RawMessage `json:"schema"`
+	Example json.RawMessage `json:"example"`
+}
+
+type specOperation struct {
+	method, path string
+	OperationID  string          `json:"operationId"`
+	Parameters   []specParameter `json:"parameters"`
+	RequestBody  *struct {
+		Required bool                 `json:"required"`
+		Content  map[string]specMedia `json:"content"`
+	} `json:"requestBody"`
+	Responses map[string]struct {
+		Ref     string               `json:"$ref"`
+		Content map[string]specMedia `json:"content"`
+	} `json:"responses"`
+}
+
+func (op specOperation) key() string { return op.method + " " + op.path }
+
+// order runs each path's operations as create, change, read; deletions after all of them; and the
+// erasure of the examples' subject last: the objects later operations need are still there.
+func (op specOperation) order() string {
+	phase := "0"
+	switch {
+	case op.key() == "POST /v1/erasures":
+		phase = "2"
+	case op.method == http.MethodDelete:
+		phase = "1"
+	}
+	return phase + op.path + " " + strconv.Itoa(strings.Index("POST PUT GET", op.method))
+}
+
+type openAPISpec struct {
+	OpenAPI    string                                `json:"openapi"`
+	Paths      map[string]map[string]json.RawMessage `json:"paths"`
+	Components struct {
+		Schemas map[string]json.RawMessage `json:"schemas"`
+	} `json:"components"`
+}
+
+// TestOpenAPIAgainstTheGateway fetches /v1/openapi.json from a running dev gateway and runs every
+// documented operation's example request against it: each must reach its own route (the access
+// log names it) and answer a documented success status, with the documented content type and a
+// JSON body that fits the documented schema.
+func TestOpenAPIAgainstTheGateway(t *testing.T) {
+	g := startGatewayWith(t, t.TempDir(), openAPIGateway, func(o *server.Options) {
+		o.SandboxLinkStep = time.Millisecond
+		o.WebhookResolver = exampleHosts{}
+	})
+	receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(receiver.Close)
+
+	resp, err := http.Get(g.url + "/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var spec openAPISpec
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &spec) != nil || spec.OpenAPI != "3.1.0" {
+		t.Fatalf("GET /v1/openapi.json: %d %.200s", resp.StatusCode, raw)
+	}
+	var ops []specOperation
+	for path, methods := range spec.Paths {
+		for m, rawOp := range methods {
+			op := specOperation{method: strings.ToUpper(m), path: path}
+			if err := json.Unmarshal(rawOp, &op); err != nil {
+				t.Fatalf("%s: %v", op.key(), err)
+			}
+			ops = append(ops, op)
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].order() < ops[j].order() })
+	for key := range notExercised {
+		if !slices.ContainsFunc(ops, func(op specOperation) bool { return op.key() == key }) {
+			t.Errorf("%s is listed as not exercised but is not documented", key)
+		}
+	}
+
+	// The objects the path parameters without a fixed example name, by the path they are under.
+	created := map[string]string{
+		"/v1/messages/{id}": g.send("demo", map[string]any{"channel": "whatsapp", "to": "+4915112345678", "text": "openapi"}),
+		"/v1/media/{id}":    g.created("/v1/media?filename=a.pdf", "application/pdf", "%PDF-1.7", http.StatusCreated),
+		"/v1/webhooks/{id}": g.created("/v1/webhooks", "application/json", `{"url":"`+receiver.URL+`","events":["message.status"],"allow_private":true}`, http.StatusCreated),
+		"/v1/erasures/{id}": g.created("/v1/erasures", "application/json", `{"subject":"+4915199990000"}`, http.StatusAccepted),
+	}
+
+	schemas := schemaSet(spec.Components.Schemas)
+	for _, op := range ops {
+		if why, ok := notExercised[op.key()]; ok {
+			t.Logf("%s not exercised: %s", op.key(), why)
+			continue
+		}
+		t.Run(op.OperationID, func(t *testing.T) {
+			req := g.exampleRequest(t, op, created)
+			rec, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readAnswer(rec)
+			g.eventually(op.key()+" in the access log", func() bool { return g.accessLogged(op) })
+
+			want, ok := op.Responses[strconv.Itoa(rec.StatusCode)]
+			if !ok || rec.StatusCode/100 != 2 {
+				t.Fatalf("example answered %d, want a documented success: %.300s", rec.StatusCode, body)
+			}
+			if want.Ref != "" || len(want.Content) == 0 {
+				if len(body) > 0 {
+					t.Errorf("%d documents no body, got %.200s", rec.StatusCode, body)
+				}
+				return
+			}
+			ct, _, _ := mime.ParseMediaType(rec.Header.Get("Content-Type"))
+			media, ok := want.Content[ct]
+			if !ok {
+				t.Fatalf("answered %s, documented %v", ct, slices.Collect(maps.Keys(want.Content)))
+			}
+			if ct != "application/json" {
+				return
+			}
+			var v any
+			if err := json.Unmarshal(body, &v); err != nil {
+				t.Fatalf("not JSON: %v %.200s", err, body)
+			}
+			if report, ok := v.(map[string]any); ok {
+				if rows, _ := report["rejected"].([]any); len(rows) > 0 {
+					t.Errorf("the example's rows were rejected: %s", body) // 200 with nothing imported is no success
+				}
+			}
+			for _, problem := range schemas.check(media.Schema, v, "body") {
+				t.Errorf("%s (answer %.300s)", problem, body)
+			}
+			if len(media.Example) > 0 {
+				var ex any
+				_ = json.Unmarshal(media.Example, &ex)
+				for _, problem := range schemas.check(media.Schema, ex, "example") {
+					t.Errorf("documented response example: %s", problem)
+				}
+			}
+		})
+	}
+}
+
+// exampleHosts resolves the document's example host to a documentation address (RFC 5737): the
+// test has no DNS, and the host is a placeholder an integrator replaces.
+type exampleHosts struct{}
+
+func (exampleHosts) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if host == "crm.example.com" {
+		return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+	}
+	return net.DefaultResolver.LookupNetIP(ctx, network, host)
+}
+
+// created does a request as tenant demo that must answer status, and returns the id it created.
+func (g *gw) created(path, contentType, body string, status int) string {
+	g.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, g.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	var out struct{ ID string }
+	b := readAnswer(resp)
+	if resp.StatusCode != status || json.Unmarshal(b, &out) != nil || out.ID == "" {
+		g.t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+	return out.ID
+}
+
+// exampleRequest builds op's documented example: parameter examples (path parameters without one
+// take the object created for that path), and the first request body example in content order.
+func (g *gw) exampleRequest(t *testing.T, op specOperation, created map[string]string) *http.Request {
+	t.Helper()
+	path, query, header := op.path, url.Values{}, http.Header{}
+	for _, p := range op.Parameters {
+		ex := p.Example
+		if len(ex) == 0 {
+			ex = p.Schema.Example
+		}
+		var value string
+		if len(ex) > 0 {
+			if err := json.Unmarshal(ex, &value); err != nil {
+				value = string(ex) // a number or boolean example
+			}
+		}
+		switch p.In {
+		case "path":
+			if value == "" {
+				for prefix, id := range created {
+					if strings.HasPrefix(op.path, prefix) && p.Name == "id" {
+						value = id
+					}
+				}
+			}
+			if value == "" {
+				t.Fatalf("path parameter %s has no example and the test created nothing for it", p.Name)
+			}
+			path = strings.Replace(path, "{"+p.Name+"}", url.PathEscape(value), 1)
+		case "query":
+			if value != "" {
+				query.Set(p.Name, value)
+			}
+		case "header":
+			if value != "" {
+				header.Set(p.Name, value)
+			}
+		}
+	}
+	var body io.Reader
+	if op.RequestBody != nil {
+		types := slices.Sorted(maps.Keys(op.RequestBody.Content))
+		for _, ct := range types {
+			ex := op.RequestBody.Content[ct].Example
+			if len(ex) == 0 {
+				continue
+			}
+			if ct != "application/json" {
+				var s string
+				if err := json.Unmarshal(ex, &s); err != nil {
+					t.Fatalf("the %s example is not a string: %v", ct, err)
+				}
+				ex = []byte(s)
+			}
+			body = bytes.NewReader(ex)
+			header.Set("Content-Type", ct)
+			break
+		}
+		if body == nil && op.RequestBody.Required {
+			t.Fatalf("the request body is required but has no example")
+		}
+	}
+	target := g.url + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	req, err := http.NewRequest(op.method, target, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	if !strings.HasPrefix(op.path, "/v1/") || op.path == "/v1/openapi.json" {
+		return req // public: probes, metrics and the document itself
+	}
+	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+	return req
+}
+
+// readAnswer reads a response; an event stream that does not end by itself (GET /v1/events) is
+// read up to its first line, which is enough to know it started.
+func readAnswer(resp *http.Response) []byte {
+	defer resp.Body.Close()
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if ct == "text/event-stream" && resp.Request.URL.Path == "/v1/events" {
+		return nil
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// accessLogged says whether the access log has a line for op's own route (not the catch-all).
+func (g *gw) accessLogged(op specOperation) bool {
+	for _, line := range strings.Split(g.log.String(), "\n") {
+		var rec struct{ Event, Method, Route string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Event == "access" && rec.Route == op.key() {
+			return true
+		}
+	}
+	return false
+}
+
+// schemaSet checks JSON values against the document's schemas: the subset of JSON Schema it uses
+// ($ref, type, required, properties, additionalProperties, items, enum, const, oneOf/anyOf/allOf).
+type schemaSet map[string]json.RawMessage
+
+type schema struct {
+	Ref                  string                     `json:"$ref"`
+	Type                 any                        `json:"type"`
+	Required             []string                   `json:"required"`
+	Properties           map[string]json.RawMessage `json:"properties"`
+	AdditionalProperties json.RawMessage            `json:"additionalProperties"`
+	Items                json.RawMessage            `json:"items"`
+	Enum                 []any                      `json:"enum"`
+	Const                any                        `json:"const"`
+	OneOf                []json.RawMessage          `json:"oneOf"`
+	AnyOf                []json.RawMessage          `json:"anyOf"`
+	AllOf                []json.RawMessage          `json:"allOf"`
+}
+
+func (s schemaSet) check(raw json.RawMessage, v any, at string) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var sc schema
+	if err := json.Unmarshal(raw, &sc); err != nil {
+		return []string{fmt.Sprintf("%s: schema: %v", at, err)}
+	}
+	if sc.Ref != "" {
+		name := strings.TrimPrefix(sc.Ref, "#/components/schemas/")
+		if s[name] == nil {
+			return []string{fmt.Sprintf("%s: dangling %s", at, sc.Ref)}
+		}
+		return s.check(s[name], v, at)
+	}
+	var problems []string
+	for _, sub := range sc.AllOf {
+		problems = append(problems, s.check(sub, v, at)...)
+	}
+	if alts := append(sc.OneOf, sc.AnyOf...); len(alts) > 0 {
+		var all []string
+		for _, alt := range alts {
+			p := s.check(alt, v, at)
+			if len(p) == 0 {
+				all = nil
+				break
+			}
+			all = append(all, p...)
+		}
+		problems = append(problems, all...)
+	}
+	if sc.Type != nil && !typeMatches(sc.Type, v) {
+		return append(problems, fmt.Sprintf("%s: %T is not %v", at, v, sc.Type))
+	}
+	if len(sc.Enum) > 0 && !slices.ContainsFunc(sc.Enum, func(e any) bool { return fmt.Sprint(e) == fmt.Sprint(v) }) {
+		problems = append(problems, fmt.Sprintf("%s: %v is not one of %v", at, v, sc.Enum))
+	}
+	if sc.Const != nil && fmt.Sprint(sc.Const) != fmt.Sprint(v) {
+		problems = append(problems, fmt.Sprintf("%s: %v is not %v", at, v, sc.Const))
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		for _, r := range sc.Required {
+			if _, ok := v[r]; !ok {
+				problems = append(problems, fmt.Sprintf("%s: required field %q is missing", at, r))
+			}
+		}
+		closed := sc.Properties != nil && (len(sc.AdditionalProperties) == 0 || string(sc.AdditionalProperties) == "false")
+		for k, val := range v {
+			if p, ok := sc.Properties[k]; ok {
+				problems = append(problems, s.check(p, val, at+"."+k)...)
+			} else if closed && len(sc.OneOf)+len(sc.AnyOf)+len(sc.AllOf) == 0 {
+				problems = append(problems, fmt.Sprintf("%s: field %q is not documented", at, k))
+			} else if len(sc.AdditionalProperties) > 0 && sc.AdditionalProperties[0] == '{' {
+				problems = append(problems, s.check(sc.AdditionalProperties, val, at+"."+k)...)
+			}
+		}
+	case []any:
+		for i, item := range v {
+			problems = append(problems, s.check(sc.Items, item, fmt.Sprintf("%s[%d]", at, i))...)
+		}
+	}
+	return problems
+}
+
+func typeMatches(t, v any) bool {
+	if list, ok := t.([]any); ok {
+		return slices.ContainsFunc(list, func(one any) bool { return typeMatches(one, v) })
+	}
+	switch t {
+	case "object":
+		_, ok := v.(map[string]any)
+		return ok
+	case "array":
+		_, ok := v.([]any)
+		return ok
+	case "string":
+		_, ok := v.(string)
+		return ok
+	case "integer":
+		f, ok := v.(float64)
+		return ok && f == float64(int64(f))
+	case "number":
+		_, ok := v.(float64)
+		return ok
+	case "boolean":
+		_, ok := v.(bool)
+		return ok
+	case "null":
+		return v == nil
+	}
+	return true
+}
