@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -71,6 +72,7 @@ type specMedia struct {
 type specOperation struct {
 	method, path string
 	OperationID  string          `json:"operationId"`
+	Security     *[]any          `json:"security"` // [] on public routes
 	Parameters   []specParameter `json:"parameters"`
 	RequestBody  *struct {
 		Required bool                 `json:"required"`
@@ -83,6 +85,8 @@ type specOperation struct {
 }
 
 func (op specOperation) key() string { return op.method + " " + op.path }
+
+func (op specOperation) public() bool { return op.Security != nil && len(*op.Security) == 0 }
 
 // order runs each path's operations as create, change, read; deletions after all of them; and the
 // erasure of the examples' subject last: the objects later operations need are still there.
@@ -154,11 +158,19 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 
 	schemas := schemaSet(spec.Components.Schemas)
 	for _, op := range ops {
+		checkExamples(t, schemas, op)
 		if why, ok := notExercised[op.key()]; ok {
 			t.Logf("%s not exercised: %s", op.key(), why)
 			continue
 		}
 		t.Run(op.OperationID, func(t *testing.T) {
+			if !op.public() {
+				req := g.exampleRequest(t, op, created)
+				req.Header.Del("Authorization")
+				if code := readStatus(t, req); code != http.StatusUnauthorized || op.Responses["401"].Ref == "" {
+					t.Errorf("without an API key: %d (401 documented: %t)", code, op.Responses["401"].Ref != "")
+				}
+			}
 			req := g.exampleRequest(t, op, created)
 			rec, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -182,6 +194,9 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 			if !ok {
 				t.Fatalf("answered %s, documented %v", ct, slices.Collect(maps.Keys(want.Content)))
 			}
+			if ct == "text/event-stream" && regexp.MustCompile(`(?m)^event: (error|timeout)$`).Match(body) {
+				t.Fatalf("the stream ended in failure: %s", body)
+			}
 			if ct != "application/json" {
 				return
 			}
@@ -197,13 +212,6 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 			for _, problem := range schemas.check(media.Schema, v, "body") {
 				t.Errorf("%s (answer %.300s)", problem, body)
 			}
-			if len(media.Example) > 0 {
-				var ex any
-				_ = json.Unmarshal(media.Example, &ex)
-				for _, problem := range schemas.check(media.Schema, ex, "example") {
-					t.Errorf("documented response example: %s", problem)
-				}
-			}
 		})
 	}
 }
@@ -217,6 +225,46 @@ func (exampleHosts) LookupNetIP(ctx context.Context, network, host string) ([]ne
 		return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
 	}
 	return net.DefaultResolver.LookupNetIP(ctx, network, host)
+}
+
+// checkExamples checks op's JSON examples fit their schemas, and that an integrator has one to
+// copy for every JSON request body and success answer.
+func checkExamples(t *testing.T, schemas schemaSet, op specOperation) {
+	t.Helper()
+	check := func(what string, m specMedia) {
+		if len(m.Example) == 0 {
+			t.Errorf("%s: %s has no example", op.key(), what)
+			return
+		}
+		var ex any
+		if err := json.Unmarshal(m.Example, &ex); err != nil {
+			t.Errorf("%s: %s example: %v", op.key(), what, err)
+		}
+		for _, problem := range schemas.check(m.Schema, ex, "example") {
+			t.Errorf("%s: %s %s", op.key(), what, problem)
+		}
+	}
+	if op.RequestBody != nil {
+		if m, ok := op.RequestBody.Content["application/json"]; ok {
+			check("the request body", m)
+		}
+	}
+	for code, resp := range op.Responses {
+		if m, ok := resp.Content["application/json"]; ok && (code[0] == '2' || len(m.Example) > 0) {
+			check("answer "+code, m)
+		}
+	}
+}
+
+// readStatus does req and returns its status.
+func readStatus(t *testing.T, req *http.Request) int {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAnswer(resp)
+	return resp.StatusCode
 }
 
 // created does a request as tenant demo that must answer status, and returns the id it created.
@@ -308,10 +356,9 @@ func (g *gw) exampleRequest(t *testing.T, op specOperation, created map[string]s
 		t.Fatal(err)
 	}
 	req.Header = header
-	if !strings.HasPrefix(op.path, "/v1/") || op.path == "/v1/openapi.json" {
-		return req // public: probes, metrics and the document itself
+	if !op.public() {
+		req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
 	}
-	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
 	return req
 }
 
