@@ -53,7 +53,7 @@ var notExercised = map[string]string{
 	"POST /v1/channels/teams/lifecycle":     teamsRoutes,
 }
 
-const teamsRoutes = "registered only by cmd/switchboard with the Graph driver (adapters/teams: msgraph is too heavy for this package); TestTeamsThroughTheBinary runs its example there"
+const teamsRoutes = "registered only by cmd/switchboard with the Graph driver (adapters/teams: msgraph is too heavy for this package); TestTeamsThroughTheBinary runs the documented validation handshake on both; a notification body needs a live subscription's clientState"
 
 type specParameter struct {
 	Name    string          `json:"name"`
