@@ -171,6 +171,7 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 					t.Errorf("without an API key: %d (401 documented: %t)", code, op.Responses["401"].Ref != "")
 				}
 			}
+			g.probeBadInput(t, op, created)
 			req := g.exampleRequest(t, op, created)
 			rec, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -254,6 +255,41 @@ func checkExamples(t *testing.T, schemas schemaSet, op specOperation) {
 			check("answer "+code, m)
 		}
 	}
+}
+
+// probeBadInput sends op's example spoiled in the ways any caller gets wrong: an unknown query
+// parameter, a body that is not JSON, one over the size limit, an id that does not exist. Each
+// answer's status must be documented.
+func (g *gw) probeBadInput(t *testing.T, op specOperation, created map[string]string) {
+	t.Helper()
+	probes := map[string]func(*http.Request){}
+	if op.method == http.MethodGet { // elsewhere a route that ignores the parameter would act
+		probes["an unknown query parameter"] = func(r *http.Request) { r.URL.RawQuery += "&zz_unknown=1" }
+	}
+	if ct := "application/json"; op.RequestBody != nil && op.RequestBody.Content[ct].Example != nil {
+		probes["a body that is not JSON"] = func(r *http.Request) { setBody(r, ct, []byte("{")) }
+		probes["a body over 1 MiB"] = func(r *http.Request) { setBody(r, ct, bytes.Repeat([]byte(" "), 1<<20+1)) }
+	}
+	if strings.Contains(op.path, "{id}") {
+		probes["an id that does not exist"] = func(r *http.Request) {
+			for _, id := range created {
+				r.URL.Path = strings.Replace(r.URL.Path, id, "zz_1", 1)
+			}
+		}
+	}
+	for what, spoil := range probes {
+		req := g.exampleRequest(t, op, created)
+		spoil(req)
+		code := readStatus(t, req)
+		if _, ok := op.Responses[strconv.Itoa(code)]; !ok {
+			t.Errorf("%s: answered %d, which is not documented", what, code)
+		}
+	}
+}
+
+func setBody(r *http.Request, contentType string, b []byte) {
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	r.Header.Set("Content-Type", contentType)
 }
 
 // readStatus does req and returns its status.
