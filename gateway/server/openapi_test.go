@@ -78,10 +78,15 @@ type specOperation struct {
 		Required bool                 `json:"required"`
 		Content  map[string]specMedia `json:"content"`
 	} `json:"requestBody"`
-	Responses map[string]struct {
-		Ref     string               `json:"$ref"`
-		Content map[string]specMedia `json:"content"`
-	} `json:"responses"`
+	Responses map[string]specResponse `json:"responses"`
+}
+
+type specResponse struct {
+	Ref     string               `json:"$ref"`
+	Content map[string]specMedia `json:"content"`
+	Headers map[string]struct {
+		Required bool `json:"required"`
+	} `json:"headers"`
 }
 
 func (op specOperation) key() string { return op.method + " " + op.path }
@@ -105,8 +110,39 @@ type openAPISpec struct {
 	OpenAPI    string                                `json:"openapi"`
 	Paths      map[string]map[string]json.RawMessage `json:"paths"`
 	Components struct {
-		Schemas map[string]json.RawMessage `json:"schemas"`
+		Schemas   map[string]json.RawMessage `json:"schemas"`
+		Responses map[string]specResponse    `json:"responses"`
 	} `json:"components"`
+}
+
+// specDoc is what the checks need of the document besides the operation at hand.
+type specDoc struct {
+	schemas   schemaSet
+	responses map[string]specResponse
+}
+
+// answer checks a JSON answer of op with status code against what the document says of it.
+func (d specDoc) answer(op specOperation, code int, body []byte) []string {
+	resp, ok := op.Responses[strconv.Itoa(code)]
+	if !ok {
+		return []string{fmt.Sprintf("answered %d, which is not documented", code)}
+	}
+	if name, ok := strings.CutPrefix(resp.Ref, "#/components/responses/"); ok {
+		resp = d.responses[name]
+	}
+	media, ok := resp.Content["application/json"]
+	if !ok {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return []string{fmt.Sprintf("answered %d with %.200q, not JSON", code, body)}
+	}
+	problems := d.schemas.check(media.Schema, v, "body")
+	for i := range problems {
+		problems[i] = fmt.Sprintf("%d: %s (answer %.300s)", code, problems[i], body)
+	}
+	return problems
 }
 
 // TestOpenAPIAgainstTheGateway fetches /v1/openapi.json from a running dev gateway and runs every
@@ -157,9 +193,19 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 		"/v1/erasures/{id}": g.created("/v1/erasures", "application/json", `{"subject":"+4915199990000"}`, http.StatusAccepted),
 	}
 
-	schemas := schemaSet(spec.Components.Schemas)
+	doc := specDoc{schemas: schemaSet(spec.Components.Schemas), responses: spec.Components.Responses}
+	for name, r := range doc.responses {
+		m := r.Content["application/json"]
+		if len(m.Example) == 0 {
+			t.Errorf("components/responses/%s has no example", name)
+			continue
+		}
+		for _, problem := range doc.schemas.check(m.Schema, exampleValue(t, m), "example") {
+			t.Errorf("components/responses/%s: %s", name, problem)
+		}
+	}
 	for _, op := range ops {
-		checkExamples(t, schemas, op)
+		checkExamples(t, doc.schemas, op)
 		if why, ok := notExercised[op.key()]; ok {
 			t.Logf("%s not exercised: %s", op.key(), why)
 			continue
@@ -168,11 +214,15 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 			if !op.public() {
 				req := g.exampleRequest(t, op, created)
 				req.Header.Del("Authorization")
-				if code := readStatus(t, req); code != http.StatusUnauthorized || op.Responses["401"].Ref == "" {
-					t.Errorf("without an API key: %d (401 documented: %t)", code, op.Responses["401"].Ref != "")
+				code, body := readStatus(t, req)
+				if code != http.StatusUnauthorized {
+					t.Errorf("without an API key: %d", code)
+				}
+				for _, problem := range doc.answer(op, code, body) {
+					t.Errorf("without an API key: %s", problem)
 				}
 			}
-			g.probeBadInput(t, op, created)
+			g.probeBadInput(t, doc, op, created)
 			req := g.exampleRequest(t, op, created)
 			rec, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -184,6 +234,11 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 			want, ok := op.Responses[strconv.Itoa(rec.StatusCode)]
 			if !ok || rec.StatusCode/100 != 2 {
 				t.Fatalf("example answered %d, want a documented success: %.300s", rec.StatusCode, body)
+			}
+			for name, h := range want.Headers {
+				if h.Required && rec.Header.Get(name) == "" {
+					t.Errorf("the answer lacks the documented header %s", name)
+				}
 			}
 			if want.Ref != "" || len(want.Content) == 0 {
 				if len(body) > 0 {
@@ -211,7 +266,7 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 					t.Errorf("the example's rows were rejected: %s", body) // 200 with nothing imported is no success
 				}
 			}
-			for _, problem := range schemas.check(media.Schema, v, "body") {
+			for _, problem := range doc.schemas.check(media.Schema, v, "body") {
 				t.Errorf("%s (answer %.300s)", problem, body)
 			}
 		})
@@ -238,11 +293,7 @@ func checkExamples(t *testing.T, schemas schemaSet, op specOperation) {
 			t.Errorf("%s: %s has no example", op.key(), what)
 			return
 		}
-		var ex any
-		if err := json.Unmarshal(m.Example, &ex); err != nil {
-			t.Errorf("%s: %s example: %v", op.key(), what, err)
-		}
-		for _, problem := range schemas.check(m.Schema, ex, "example") {
+		for _, problem := range schemas.check(m.Schema, exampleValue(t, m), "example") {
 			t.Errorf("%s: %s %s", op.key(), what, problem)
 		}
 	}
@@ -261,7 +312,7 @@ func checkExamples(t *testing.T, schemas schemaSet, op specOperation) {
 // probeBadInput sends op's example spoiled in the ways any caller gets wrong: an unknown query
 // parameter, a body that is not JSON, one over the size limit, an id that does not exist. Each
 // answer's status must be documented.
-func (g *gw) probeBadInput(t *testing.T, op specOperation, created map[string]string) {
+func (g *gw) probeBadInput(t *testing.T, doc specDoc, op specOperation, created map[string]string) {
 	t.Helper()
 	probes := map[string]func(*http.Request){}
 	if op.method == http.MethodGet { // elsewhere a route that ignores the parameter would act
@@ -281,9 +332,9 @@ func (g *gw) probeBadInput(t *testing.T, op specOperation, created map[string]st
 	for what, spoil := range probes {
 		req := g.exampleRequest(t, op, created)
 		spoil(req)
-		code := readStatus(t, req)
-		if _, ok := op.Responses[strconv.Itoa(code)]; !ok {
-			t.Errorf("%s: answered %d, which is not documented", what, code)
+		code, body := readStatus(t, req)
+		for _, problem := range doc.answer(op, code, body) {
+			t.Errorf("%s: %s", what, problem)
 		}
 	}
 }
@@ -293,15 +344,27 @@ func setBody(r *http.Request, contentType string, b []byte) {
 	r.Header.Set("Content-Type", contentType)
 }
 
-// readStatus does req and returns its status.
-func readStatus(t *testing.T, req *http.Request) int {
+// exampleValue decodes m's example (nil when there is none).
+func exampleValue(t *testing.T, m specMedia) any {
+	t.Helper()
+	var v any
+	if len(m.Example) > 0 {
+		if err := json.Unmarshal(m.Example, &v); err != nil {
+			t.Errorf("example %.100s: %v", m.Example, err)
+		}
+	}
+	return v
+}
+
+// readStatus does req and returns its status and body.
+func readStatus(t *testing.T, req *http.Request) (int, []byte) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readAnswer(resp)
-	return resp.StatusCode
+	body := readAnswer(resp)
+	return resp.StatusCode, body
 }
 
 // created does a request as tenant demo that must answer status, and returns the id it created.
