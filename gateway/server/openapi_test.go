@@ -65,8 +65,11 @@ type specParameter struct {
 }
 
 type specMedia struct {
-	Schema  json.RawMessage `json:"schema"`
-	Example json.RawMessage `json:"example"`
+	Schema   json.RawMessage `json:"schema"`
+	Example  json.RawMessage `json:"example"`
+	Examples map[string]struct {
+		Value json.RawMessage `json:"value"`
+	} `json:"examples"` // more request bodies, each run too
 }
 
 type specOperation struct {
@@ -223,6 +226,7 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 				}
 			}
 			g.probeBadInput(t, doc, op, created)
+			g.namedExamples(t, doc, op, created)
 			req := g.exampleRequest(t, op, created)
 			rec, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -335,6 +339,31 @@ func (g *gw) probeBadInput(t *testing.T, doc specDoc, op specOperation, created 
 		code, body := readStatus(t, req)
 		for _, problem := range doc.answer(op, code, body) {
 			t.Errorf("%s: %s", what, problem)
+		}
+	}
+}
+
+// namedExamples sends each of op's named JSON body examples (examples: {name: {value}}) and
+// requires a documented success whose answer fits the document.
+func (g *gw) namedExamples(t *testing.T, doc specDoc, op specOperation, created map[string]string) {
+	t.Helper()
+	if op.RequestBody == nil {
+		return
+	}
+	m := op.RequestBody.Content["application/json"]
+	for _, name := range slices.Sorted(maps.Keys(m.Examples)) {
+		for _, problem := range doc.schemas.check(m.Schema, exampleValue(t, specMedia{Example: m.Examples[name].Value}), "example") {
+			t.Errorf("example %q: %s", name, problem)
+		}
+		req := g.exampleRequest(t, op, created)
+		req.Header.Del("Idempotency-Key") // the key's example goes with the main example's body
+		setBody(req, "application/json", m.Examples[name].Value)
+		code, body := readStatus(t, req)
+		if code/100 != 2 {
+			t.Errorf("example %q answered %d: %.300s", name, code, body)
+		}
+		for _, problem := range doc.answer(op, code, body) {
+			t.Errorf("example %q: %s", name, problem)
 		}
 	}
 }
