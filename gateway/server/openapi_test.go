@@ -197,6 +197,7 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 	}
 
 	doc := specDoc{schemas: schemaSet(spec.Components.Schemas), responses: spec.Components.Responses}
+	t.Run("documented errors", func(t *testing.T) { g.documentedErrors(t, doc, ops, created) })
 	for name, r := range doc.responses {
 		m := r.Content["application/json"]
 		if len(m.Example) == 0 {
@@ -394,6 +395,54 @@ func readStatus(t *testing.T, req *http.Request) (int, []byte) {
 	}
 	body := readAnswer(resp)
 	return resp.StatusCode, body
+}
+
+// documentedErrors provokes the errors particular to an operation and requires each to be
+// documented for it, with a body that fits.
+func (g *gw) documentedErrors(t *testing.T, doc specDoc, ops []specOperation, created map[string]string) {
+	t.Helper()
+	wh := created["/v1/webhooks/{id}"]
+	cases := []struct {
+		op, path, body string
+		header         map[string]string
+		status         int
+	}{
+		{"POST /v1/messages", "/v1/messages", `{"channel":"whatsapp","to":"+4915112345678","text":"one"}`, map[string]string{"Idempotency-Key": "k-409"}, 202},
+		{"POST /v1/messages", "/v1/messages", `{"channel":"whatsapp","to":"+4915112345678","text":"two"}`, map[string]string{"Idempotency-Key": "k-409"}, 409},
+		{"PUT /v1/consent/{channel}/{subject}", "/v1/consent/whatsapp/%2B4915199990001", `{"state":"opted_out"}`, nil, 200},
+		{"DELETE /v1/consent/{channel}/{subject}", "/v1/consent/whatsapp/%2B4915199990001", "", nil, 409},
+		{"POST /v1/hooks/{name}", "/v1/hooks/no-such-hook", `{}`, nil, 404},
+		{"POST /v1/erasures", "/v1/erasures", `{"tenant":true}`, nil, 403},
+		{"POST /v1/accounts/{channel}/{account}/link", "/v1/accounts/whatsapp/nope/link", "", nil, 404},
+		{"POST /v1/accounts/{channel}/{account}/link", "/v1/accounts/teams/ops/link", "", nil, 400},
+		{"POST /v1/sandbox/{channel}/{account}/inbound", "/v1/sandbox/whatsapp/nope/inbound", `{"from":"+4915112345678","text":"hi"}`, nil, 400},
+		{"POST /v1/webhooks/{id}/replay", "/v1/webhooks/" + wh + "/replay?since=2999-01-01T00:00:00Z", "", nil, 400},
+		{"POST /v1/webhooks", "/v1/webhooks", `{"url":"http://169.254.169.254/","events":["message.status"]}`, nil, 403},
+		{"GET /v1/media/{id}", "/v1/media/med_nope", "", nil, 404},
+		{"GET /v1/events", "/v1/events?type=nope", "", nil, 400},
+		{"PUT /v1/consent/{channel}/{subject}", "/v1/consent/whatsapp/%2B4915112345678", `{"state":"none"}`, nil, 400},
+	}
+	for _, c := range cases {
+		i := slices.IndexFunc(ops, func(op specOperation) bool { return op.key() == c.op })
+		if i < 0 {
+			t.Errorf("%s is not documented", c.op)
+			continue
+		}
+		method, _, _ := strings.Cut(c.op, " ")
+		req, _ := http.NewRequest(method, g.url+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		code, body := readStatus(t, req)
+		if code != c.status {
+			t.Errorf("%s %s: %d, want %d: %.200s", method, c.path, code, c.status, body)
+		}
+		for _, problem := range doc.answer(ops[i], code, body) {
+			t.Errorf("%s %s: %s", method, c.path, problem)
+		}
+	}
 }
 
 // created does a request as tenant demo that must answer status, and returns the id it created.
