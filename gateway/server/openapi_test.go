@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,6 +113,7 @@ func (op specOperation) order() string {
 type openAPISpec struct {
 	OpenAPI    string                                `json:"openapi"`
 	Paths      map[string]map[string]json.RawMessage `json:"paths"`
+	Webhooks   map[string]map[string]json.RawMessage `json:"webhooks"`
 	Components struct {
 		Schemas   map[string]json.RawMessage `json:"schemas"`
 		Responses map[string]specResponse    `json:"responses"`
@@ -158,7 +160,8 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 		o.SandboxLinkStep = time.Millisecond
 		o.WebhookResolver = exampleHosts{}
 	})
-	receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	hooks := &deliveries{}
+	receiver := httptest.NewServer(hooks)
 	t.Cleanup(receiver.Close)
 
 	resp, err := http.Get(g.url + "/v1/openapi.json")
@@ -192,7 +195,7 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 	created := map[string]string{
 		"/v1/messages/{id}": g.send("demo", map[string]any{"channel": "whatsapp", "to": "+4915112345678", "text": "openapi"}),
 		"/v1/media/{id}":    g.created("/v1/media?filename=a.pdf", "application/pdf", "%PDF-1.7", http.StatusCreated),
-		"/v1/webhooks/{id}": g.created("/v1/webhooks", "application/json", `{"url":"`+receiver.URL+`","events":["message.status"],"allow_private":true}`, http.StatusCreated),
+		"/v1/webhooks/{id}": g.created("/v1/webhooks", "application/json", `{"url":"`+receiver.URL+`","events":["message.status","message.inbound","consent.changed","account.state","webhook.disabled"],"allow_private":true}`, http.StatusCreated),
 		"/v1/erasures/{id}": g.created("/v1/erasures", "application/json", `{"subject":"+4915199990000"}`, http.StatusAccepted),
 	}
 
@@ -275,6 +278,59 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 				t.Errorf("%s (answer %.300s)", problem, body)
 			}
 		})
+	}
+	// The webhook created above got the events these operations caused, as documented.
+	t.Run("webhooks", func(t *testing.T) { checkWebhooks(t, doc, spec.Webhooks, hooks) })
+}
+
+// notExercisedWebhooks are the documented webhook events this test does not cause, with why.
+var notExercisedWebhooks = map[string]string{
+	"account.state":    "sandbox accounts never pause; adapters/state_test.go tests the state reports behind it",
+	"webhook.disabled": "needs days of failed attempts; pipeline/delivery TestPersistentFailureDisablesTheEndpoint runs it on a fake clock",
+}
+
+// checkWebhooks checks each documented webhook event's example, waits for the receiver to get
+// every event type the test causes, and checks each request it got against the document.
+func checkWebhooks(t *testing.T, doc specDoc, documented map[string]map[string]json.RawMessage, hooks *deliveries) {
+	events := map[string]specOperation{}
+	var want []string
+	for typ, item := range documented {
+		op := specOperation{method: http.MethodPost, path: "webhook " + typ}
+		if err := json.Unmarshal(item["post"], &op); err != nil || op.RequestBody == nil {
+			t.Fatalf("webhook %s: %v", typ, err)
+		}
+		checkExamples(t, doc.schemas, op)
+		events[typ] = op
+		if _, ok := notExercisedWebhooks[typ]; !ok {
+			want = append(want, typ)
+		}
+	}
+	var got []hookRequest
+	deadline := time.Now().Add(30 * time.Second)
+	for ok := false; !ok; got, ok = hooks.all(want...) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver never got all of %v", want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the receiver, which has no event to wait on
+	}
+	for _, r := range got {
+		var ev struct{ Type string }
+		_ = json.Unmarshal(r.body, &ev)
+		op, ok := events[ev.Type]
+		if !ok {
+			t.Errorf("the gateway sent a %q webhook, which is not documented: %s", ev.Type, r.body)
+			continue
+		}
+		for _, p := range op.Parameters {
+			if p.In == "header" && r.header.Get(p.Name) == "" {
+				t.Errorf("%s webhook without its %s header", ev.Type, p.Name)
+			}
+		}
+		var v any
+		_ = json.Unmarshal(r.body, &v)
+		for _, problem := range doc.schemas.check(op.RequestBody.Content["application/json"].Schema, v, ev.Type) {
+			t.Errorf("%s (request %.300s)", problem, r.body)
+		}
 	}
 }
 
@@ -395,6 +451,42 @@ func readStatus(t *testing.T, req *http.Request) (int, []byte) {
 	}
 	body := readAnswer(resp)
 	return resp.StatusCode, body
+}
+
+// deliveries records the webhook requests the gateway makes to the test's receiver.
+type deliveries struct {
+	mu   sync.Mutex
+	got  []hookRequest
+	seen map[string]bool // event types
+}
+
+type hookRequest struct {
+	header http.Header
+	body   []byte
+}
+
+func (d *deliveries) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var ev struct{ Type string }
+	_ = json.Unmarshal(b, &ev)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, hookRequest{r.Header.Clone(), b})
+	if d.seen == nil {
+		d.seen = map[string]bool{}
+	}
+	d.seen[ev.Type] = true
+}
+
+func (d *deliveries) all(types ...string) ([]hookRequest, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, typ := range types {
+		if !d.seen[typ] {
+			return nil, false
+		}
+	}
+	return slices.Clone(d.got), true
 }
 
 // documentedErrors provokes the errors particular to an operation and requires each to be
