@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -281,6 +282,66 @@ func TestOpenAPIAgainstTheGateway(t *testing.T) {
 	}
 	// The webhook created above got the events these operations caused, as documented.
 	t.Run("webhooks", func(t *testing.T) { checkWebhooks(t, doc, spec.Webhooks, hooks) })
+	// The event stream carries the same events, each data the webhook's data.
+	t.Run("event stream", func(t *testing.T) { g.checkEventStream(t, doc, spec.Webhooks) })
+}
+
+// checkEventStream reads GET /v1/events from the start until it has seen a message.status, a
+// message.inbound and a consent.changed event (the operations above caused them), and checks
+// each event's data against the data of the documented webhook of its type.
+func (g *gw) checkEventStream(t *testing.T, doc specDoc, documented map[string]map[string]json.RawMessage) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.url+"/v1/events?last_event_id=0-0", nil)
+	req.Header.Set("Authorization", "Bearer "+g.keys["demo"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	want := map[string]bool{"message.status": true, "message.inbound": true, "consent.changed": true}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var typ string
+	for len(want) > 0 && sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "event: "); ok {
+			typ = v
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var hook struct {
+			Post struct {
+				RequestBody struct {
+					Content map[string]struct {
+						Schema struct {
+							Properties struct {
+								Data json.RawMessage `json:"data"`
+							} `json:"properties"`
+						} `json:"schema"`
+					} `json:"content"`
+				} `json:"requestBody"`
+			} `json:"post"`
+		}
+		raw, _ := json.Marshal(documented[typ])
+		_ = json.Unmarshal(raw, &hook)
+		schema := hook.Post.RequestBody.Content["application/json"].Schema.Properties.Data
+		if len(schema) == 0 {
+			t.Errorf("event %q has no documented webhook to describe its data", typ)
+		}
+		var v any
+		_ = json.Unmarshal([]byte(data), &v)
+		for _, problem := range doc.schemas.check(schema, v, typ) {
+			t.Errorf("event stream: %s (data %.300s)", problem, data)
+		}
+		delete(want, typ)
+	}
+	if len(want) > 0 {
+		// An inbound message of the subject POST /v1/erasures erases is not in the stream any more.
+		t.Errorf("the stream ended (%v) before events of %v", sc.Err(), slices.Collect(maps.Keys(want)))
+	}
 }
 
 // notExercisedWebhooks are the documented webhook events this test does not cause, with why.
