@@ -152,7 +152,7 @@ func teamsHandshakes(t *testing.T, base string) map[string]string {
 		Paths map[string]map[string]struct {
 			Parameters []struct {
 				Name    string `json:"name"`
-				Example string `json:"example"`
+				Example any    `json:"example"` // other routes' examples are numbers too
 			} `json:"parameters"`
 		} `json:"paths"`
 	}
@@ -165,8 +165,8 @@ func teamsHandshakes(t *testing.T, base string) map[string]string {
 			continue
 		}
 		for _, p := range ops["post"].Parameters {
-			if p.Name == "validationToken" && p.Example != "" {
-				out[path] = p.Example
+			if ex, ok := p.Example.(string); ok && p.Name == "validationToken" {
+				out[path] = ex
 			}
 		}
 		if out[path] == "" {
