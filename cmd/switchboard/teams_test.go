@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,15 +121,18 @@ tenants:
 		}
 	}
 
-	// Graph's subscription handshake reaches the adapter without an API key.
-	resp, err = http.Post(base+"/v1/channels/teams/notifications?validationToken=hello%20graph", "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	echo, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(echo) != "hello graph" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
-		t.Errorf("validation handshake: %d %q %q", resp.StatusCode, echo, resp.Header.Get("Content-Type"))
+	// Graph's subscription handshake reaches the adapter without an API key, on every Teams route
+	// the served OpenAPI document lists, with the document's example token.
+	for path, token := range teamsHandshakes(t, base) {
+		resp, err = http.Post(base+path+"?validationToken="+url.QueryEscape(token), "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(echo) != token || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+			t.Errorf("validation handshake on %s: %d %q %q", path, resp.StatusCode, echo, resp.Header.Get("Content-Type"))
+		}
 	}
 	stop()
 	if err := <-served; err != nil {
@@ -159,6 +163,46 @@ func serveInBackground(t *testing.T, listen string, serve func(ctx context.Conte
 	base := "http://" + listen
 	waitServing(t, base, served)
 	return base
+}
+
+// teamsHandshakes reads /v1/openapi.json from the running binary: each documented Teams route with
+// its validationToken example.
+func teamsHandshakes(t *testing.T, base string) map[string]string {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Parameters []struct {
+				Name    string `json:"name"`
+				Example any    `json:"example"` // other routes' examples are numbers too
+			} `json:"parameters"`
+		} `json:"paths"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for path, ops := range doc.Paths {
+		if !strings.HasPrefix(path, "/v1/channels/teams/") {
+			continue
+		}
+		for _, p := range ops["post"].Parameters {
+			if ex, ok := p.Example.(string); ok && p.Name == "validationToken" {
+				out[path] = ex
+			}
+		}
+		if out[path] == "" {
+			t.Errorf("%s documents no validationToken example", path)
+		}
+	}
+	if len(out) != 2 {
+		t.Errorf("documented Teams routes: %v, want notifications and lifecycle", out)
+	}
+	return out
 }
 
 // waitServing polls /readyz of a server started in the background (it answers over HTTP only).

@@ -43,7 +43,8 @@ func allRoutes(_ *api.Config, d *api.Deps) {
 	d.Media = &fakeMedia{files: map[string]gateway.MediaFile{}, data: map[string][]byte{}}
 	d.Events = &fakeEvents{tenants: make(chan string, 1), from: make(chan api.EventCursor, 1)}
 	d.Metrics = http.NotFoundHandler()
-	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": http.NotFoundHandler()}
+	graph := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) })
+	d.Channel = map[string]http.Handler{"POST /v1/channels/teams/notifications": graph, "POST /v1/channels/teams/lifecycle": graph}
 	d.Hooks = exampleHooks{}
 	d.Accounts = fakeAccounts{}
 	d.Linker = newFakeLinker()
@@ -142,6 +143,9 @@ func TestOpenAPI(t *testing.T) {
 	for key, op := range ops {
 		if op.RequestBody == nil || len(op.RequestBody.Content["application/json"].Example) == 0 {
 			continue
+		}
+		if strings.Contains(string(op.Responses["200"]), "text/event-stream") {
+			continue // a stream: the gateway/server test runs it against the whole gateway
 		}
 		examples++
 		method, path, _ := strings.Cut(key, " ")

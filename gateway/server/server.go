@@ -85,6 +85,8 @@ type Options struct {
 	// SandboxLinkStep is how long each step of a sandbox account's simulated link shows
 	// (tests); zero for the sandbox's default.
 	SandboxLinkStep time.Duration
+	// WebhookResolver resolves the hosts of webhooks created by API (tests); nil for the system's.
+	WebhookResolver delivery.Resolver
 }
 
 // Server is a running gateway.

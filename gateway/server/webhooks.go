@@ -47,7 +47,7 @@ func (s *Server) newWebhooks() (*delivery.Dispatcher, *delivery.Registry, error)
 		return nil, nil, err
 	}
 	reg := delivery.NewRegistry(delivery.RegistryConfig{
-		Store: s.db, Dispatcher: d, Configured: eps,
+		Store: s.db, Dispatcher: d, Configured: eps, Resolver: s.opts.WebhookResolver,
 		AllowPrivate: func(tenant string) bool {
 			t := s.cfg.Tenant(tenant)
 			return t != nil && t.WebhooksAllowPrivate

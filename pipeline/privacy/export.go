@@ -31,12 +31,32 @@ type ExportMessage struct {
 	History          []gateway.StatusEvent `json:"history"`
 }
 
-// ExportConsent is the subject's consent on one channel.
+// ExportConsent is the subject's consent on one channel, in the field names of the consent API.
 type ExportConsent struct {
 	Channel       gateway.Channel         `json:"channel"`
-	Current       []store.ConsentEntry    `json:"current"`
-	History       []store.ConsentEvidence `json:"history"`
+	Current       []ExportConsentEntry    `json:"current"`
+	History       []ExportConsentEvidence `json:"history"`
 	LastInboundAt *time.Time              `json:"last_inbound_at,omitempty"`
+}
+
+// ExportConsentEntry is the current state of one category ("" = the plain entry).
+type ExportConsentEntry struct {
+	Category  string              `json:"category,omitempty"`
+	State     store.ConsentState  `json:"state"`
+	Source    store.ConsentSource `json:"source"`
+	UpdatedAt time.Time           `json:"updated_at"`
+}
+
+// ExportConsentEvidence is one recorded piece of consent evidence.
+type ExportConsentEvidence struct {
+	ID               string              `json:"id"`
+	Category         string              `json:"category,omitempty"`
+	State            store.ConsentState  `json:"state"`
+	Source           store.ConsentSource `json:"source"`
+	Actor            string              `json:"actor,omitempty"`
+	At               time.Time           `json:"at"`
+	InboundMessageID string              `json:"inbound_message_id,omitempty"`
+	Note             string              `json:"note,omitempty"`
 }
 
 // Export writes everything stored about subject in tenant as one JSON document:
@@ -62,7 +82,13 @@ func (s *Service) Export(ctx context.Context, tenant string, actor store.Actor, 
 	if err != nil {
 		return err
 	}
-	ec := ExportConsent{Channel: subject.Channel, Current: c.Current, History: c.History}
+	ec := ExportConsent{Channel: subject.Channel, Current: []ExportConsentEntry{}, History: []ExportConsentEvidence{}}
+	for _, e := range c.Current {
+		ec.Current = append(ec.Current, ExportConsentEntry(e))
+	}
+	for _, e := range c.History {
+		ec.History = append(ec.History, ExportConsentEvidence(e))
+	}
 	if !c.LastInboundAt.IsZero() {
 		ec.LastInboundAt = &c.LastInboundAt
 	}
