@@ -8,13 +8,11 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
 )
 
@@ -65,49 +63,6 @@ func TestStateChangesAreLoggedAndStored(t *testing.T) {
 	s, ok, err := h.store.LoadState(context.Background())
 	if err != nil || !ok || s.State != string(StateLoggedOut) || !strings.Contains(s.Detail, "relink") || s.LastConnected.IsZero() {
 		t.Fatalf("stored state %+v %v %v", s, ok, err)
-	}
-}
-
-// TestAudioAndVideoSend: audio and video, uploaded or by URL, go out as WhatsApp's audio and video
-// messages, uploaded as their own media kinds.
-func TestAudioAndVideoSend(t *testing.T) {
-	h := newHarness(t, true)
-	h.waitState(StateConnected)
-	tests := []struct {
-		name  string
-		media gateway.Media
-		kind  whatsmeow.MediaType
-	}{
-		{"audio", gateway.Media{ID: "med_a", MIMEType: "audio/ogg"}, whatsmeow.MediaAudio},
-		{"video", gateway.Media{ID: "med_v", MIMEType: "video/mp4", Caption: "the demo"}, whatsmeow.MediaVideo},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			media := tt.media
-			if _, err := h.a.Send(h.ctx, adapters.Outbound{ChannelMessageID: "3EB0" + tt.name, To: phone("+4915112345678"),
-				Content: gateway.Content{Media: &media}, MediaData: []byte("bytes of " + tt.name)}); err != nil {
-				t.Fatal(err)
-			}
-			c := h.client()
-			c.mu.Lock()
-			up := c.uploads[len(c.uploads)-1]
-			c.mu.Unlock()
-			if up != tt.kind {
-				t.Errorf("uploaded as %s", up)
-			}
-			sent := c.sentMessages()
-			m := sent[len(sent)-1].Msg
-			switch tt.kind {
-			case whatsmeow.MediaAudio:
-				if a := m.GetAudioMessage(); a == nil || a.GetMimetype() != "audio/ogg" || a.GetDirectPath() != "/v/x" {
-					t.Errorf("audio message %v", m)
-				}
-			case whatsmeow.MediaVideo:
-				if v := m.GetVideoMessage(); v == nil || v.GetMimetype() != "video/mp4" || v.GetCaption() != "the demo" {
-					t.Errorf("video message %v", m)
-				}
-			}
-		})
 	}
 }
 
