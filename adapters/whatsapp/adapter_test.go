@@ -709,6 +709,8 @@ func TestMediaSend(t *testing.T) {
 		{name: "missing", url: srv.URL + "/nope", code: EMediaFetch},
 		{name: "not http", url: "file:///etc/passwd", code: EMediaFetch},
 		{name: "uploaded document", uploaded: &gateway.Media{ID: "med_1", MIMEType: "application/pdf", Filename: "report.pdf"}, data: []byte("%PDF-1.4"), kind: whatsmeow.MediaDocument},
+		{name: "uploaded audio", uploaded: &gateway.Media{ID: "med_5", MIMEType: "audio/ogg"}, data: []byte("OggS"), kind: whatsmeow.MediaAudio},
+		{name: "uploaded video", uploaded: &gateway.Media{ID: "med_6", MIMEType: "video/mp4"}, data: []byte("ftyp"), kind: whatsmeow.MediaVideo},
 		{name: "uploaded image, type sniffed", uploaded: &gateway.Media{ID: "med_2"}, data: png, kind: whatsmeow.MediaImage},
 		{name: "uploaded image too large", uploaded: &gateway.Media{ID: "med_3", MIMEType: "image/png"}, data: make([]byte, 2048), code: EMediaTooLarge},
 		{name: "uploaded file gone", uploaded: &gateway.Media{ID: "med_4", MIMEType: "application/pdf"}, code: EMediaFetch},
@@ -749,6 +751,14 @@ func TestMediaSend(t *testing.T) {
 			case whatsmeow.MediaDocument:
 				if m.GetDocumentMessage().GetFileName() != "report.pdf" {
 					t.Errorf("document message %v", m)
+				}
+			case whatsmeow.MediaAudio:
+				if m.GetAudioMessage().GetMimetype() != "audio/ogg" || m.GetAudioMessage().GetDirectPath() != "/v/x" {
+					t.Errorf("audio message %v", m)
+				}
+			case whatsmeow.MediaVideo:
+				if m.GetVideoMessage().GetCaption() != "see" || m.GetVideoMessage().GetMimetype() != "video/mp4" {
+					t.Errorf("video message %v", m)
 				}
 			}
 		})

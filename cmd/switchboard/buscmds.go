@@ -60,6 +60,9 @@ func newLogsCmd(g *globals) *cobra.Command {
 			if !follow && !fromStart {
 				return gateway.Errorf(gateway.EMissingField, "pass -f to follow new status changes, or --from-start to replay the retained stream")
 			}
+			if output != "text" && output != "json" {
+				return gateway.FieldErrorf(gateway.EInvalidField, "output", "-o %q: use text or json", output)
+			}
 			b, err := g.connectBus(cmd, natsURL)
 			if err != nil {
 				return err

@@ -2,7 +2,9 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +67,7 @@ func startDevGateway(t *testing.T, logPath string) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Tenants[0].WebhooksAllowPrivate = true // the test's webhook receiver listens on loopback
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +166,20 @@ func TestDashboardInABrowser(t *testing.T) {
 		}
 	}
 
+	// A webhook endpoint whose delivery log the page shows.
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer receiver.Close()
+	req, _ = http.NewRequest(http.MethodPost, base+"/v1/webhooks", strings.NewReader(`{"url":"`+receiver.URL+`/hook","events":["message.status"],"allow_private":true}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	var hook struct{ ID, Secret string }
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&hook); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create webhook: HTTP %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+
 	do("sign in",
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#signin-key")),
@@ -230,9 +247,37 @@ func TestDashboardInABrowser(t *testing.T) {
 	if err != nil || !strings.HasPrefix(consent, "State: ") {
 		t.Errorf("consent %q %v", consent, err)
 	}
-	// This build has no webhook routes yet: the section says so instead of failing.
+	// The section lists the endpoint with its delivery log (read when the page loads: reload it
+	// once the log has a line; no event reaches the test across HTTP, so poll).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, base+"/v1/webhooks/"+hook.ID+"/deliveries", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log struct{ Deliveries []json.RawMessage }
+		err = json.NewDecoder(resp.Body).Decode(&log)
+		resp.Body.Close()
+		if err == nil && len(log.Deliveries) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhook delivery log stayed empty: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	do("see the webhook's delivery log",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS("#webhooks .webhook table td")),
+	)
 	webhooks, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#webhooks")))
-	if err != nil || webhooks != "No webhooks." {
+	if err != nil || !strings.Contains(webhooks, receiver.URL+"/hook") || !strings.Contains(webhooks, "message.status") || !strings.Contains(webhooks, "200") {
 		t.Errorf("webhooks section %q %v", webhooks, err)
 	}
+	if strings.Contains(webhooks, hook.Secret) {
+		t.Error("the webhook's secret is in the page")
+	}
+	screenshot("webhooks.png")
 }

@@ -299,6 +299,11 @@ func (d *Dashboard) proxy(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not_found", "the dashboard does not reach this part of the API")
 		return
 	}
+	// Creating an endpoint or rotating its secret answers with the signing secret: never to a page.
+	if first == "webhooks" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeProblem(w, http.StatusForbidden, "forbidden", "the dashboard only reads webhooks: change them with the API or `switchboard webhooks`")
+		return
+	}
 	out := r.Clone(r.Context())
 	out.URL.RawPath = "/v1/" + rest
 	p, err := url.PathUnescape(out.URL.RawPath)

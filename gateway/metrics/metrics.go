@@ -210,7 +210,8 @@ func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // WebhookAttempt counts one webhook delivery attempt (pipeline/delivery's Metrics); outcome is
-// ok, failed or gave_up. endpoint is the endpoint's configured name.
+// ok, failed or gave_up. endpoint is a configured endpoint's name, or "api" for one made through
+// the API (never its generated id).
 func (m *Metrics) WebhookAttempt(tenant, endpoint, outcome string) {
 	m.webhooks.WithLabelValues(tenant, endpoint, outcome).Inc()
 }

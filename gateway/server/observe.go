@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -83,7 +84,29 @@ func (bb busBacklogs) Backlogs(ctx context.Context) ([]metrics.Backlog, error) {
 			out = append(out, metrics.Backlog{Stream: name, Consumer: d, Messages: n})
 		}
 	}
-	return out, nil
+	return withoutGeneratedIDs(out), nil
+}
+
+// apiWebhookID is the generated id of a webhook endpoint made through the API (wh_ and a ULID),
+// as it appears inside the names of the endpoint's durable consumers.
+var apiWebhookID = regexp.MustCompile(`_wh_[0-9a-hjkmnp-tv-z]{26}_`)
+
+// withoutGeneratedIDs names the consumers of endpoints made through the API "api" and sums their
+// backlogs per stream: a generated id as a label would make a series per endpoint ever created.
+func withoutGeneratedIDs(in []metrics.Backlog) []metrics.Backlog {
+	out := make([]metrics.Backlog, 0, len(in))
+	at := map[[2]string]int{}
+	for _, b := range in {
+		b.Consumer = apiWebhookID.ReplaceAllString(b.Consumer, "_api_")
+		k := [2]string{b.Stream, b.Consumer}
+		if i, ok := at[k]; ok {
+			out[i].Messages += b.Messages
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, b)
+	}
+	return out
 }
 
 // accountStates reports each account runner's readiness.

@@ -532,19 +532,19 @@ func (d *Dispatcher) handle(run, hctx context.Context, r *endpointRun, event str
 		d.record(hctx, store.WebhookAttempt{Tenant: e.Tenant, Webhook: e.ID, Event: event, EventID: id, MessageID: msgID,
 			Attempt: attempt, StatusCode: status, LatencyMS: latency.Milliseconds(), Error: ErrorClass(status, err), At: start})
 		if err == nil {
-			d.count(e, "ok")
+			d.count(r, e, "ok")
 			r.mu.Lock()
 			r.givenUp = 0
 			r.mu.Unlock()
 			return nil
 		}
 		if d.cfg.Clock.Now().Sub(at) >= d.cfg.MaxAge {
-			d.count(e, "gave_up")
+			d.count(r, e, "gave_up")
 			log.Error().Int("attempts", attempt).Msg("webhook: giving up on an event older than the retry period")
 			d.gaveUp(hctx, r)
 			return nil
 		}
-		d.count(e, "failed")
+		d.count(r, e, "failed")
 		if err := d.wait(run, hctx, m, d.delay(attempt)); err != nil {
 			return err // shutting down: the event stays unacknowledged
 		}
@@ -585,10 +585,17 @@ func (d *Dispatcher) wait(run, hctx context.Context, m *bus.Msg, delay time.Dura
 	}
 }
 
-func (d *Dispatcher) count(e Endpoint, outcome string) {
-	if d.cfg.Metrics != nil {
-		d.cfg.Metrics.WebhookAttempt(e.Tenant, e.ID, outcome)
+// count counts an attempt under the configured endpoint's name, or "api" for an endpoint made
+// through the API: its generated id would be an identifier, a new series per endpoint ever made.
+func (d *Dispatcher) count(r *endpointRun, e Endpoint, outcome string) {
+	if d.cfg.Metrics == nil {
+		return
 	}
+	name := e.ID
+	if r.fromStore {
+		name = "api"
+	}
+	d.cfg.Metrics.WebhookAttempt(e.Tenant, name, outcome)
 }
 
 // post makes one attempt; a 2xx answer is success.

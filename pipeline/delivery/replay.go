@@ -72,10 +72,10 @@ func (d *Dispatcher) replay(ctx context.Context, r *endpointRun, since time.Time
 			d.record(ctx, store.WebhookAttempt{Tenant: e.Tenant, Webhook: e.ID, Event: sub.event, EventID: id, MessageID: msgID,
 				Attempt: 1, StatusCode: status, LatencyMS: latency.Milliseconds(), Error: ErrorClass(status, err), At: start})
 			if err != nil {
-				d.count(e, "failed")
+				d.count(r, e, "failed")
 				return errReplayStopped
 			}
-			d.count(e, "ok")
+			d.count(r, e, "ok")
 			sent++
 			return nil
 		})

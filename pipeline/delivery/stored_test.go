@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -149,7 +150,8 @@ func TestStoredEndpointsFollowTheStore(t *testing.T) {
 	d.Changed()
 	// The swap happens on the sync; each event after it is signed by both secrets.
 	for i := 0; ; i++ {
-		publish(t, b, "msg_2", gateway.StatusSent, time.Now())
+		// A new message each time: the bus drops a repeated one as a duplicate.
+		publish(t, b, fmt.Sprintf("msg_2_%d", i), gateway.StatusSent, time.Now())
 		h = next(t, hits)
 		if verify(second, h.header, h.body, time.Now()) == nil {
 			break

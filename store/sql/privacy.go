@@ -377,27 +377,49 @@ func messageIDs(ctx context.Context, tx *wtx, query string, args ...any) ([]any,
 // microsPerDay turns a stored timestamp into its UTC day number.
 const microsPerDay = int64(24 * time.Hour / time.Microsecond)
 
-// deleteMessages counts the messages ids into usage_daily, then deletes them and their status
-// history, inside the writer's transaction.
+// deleteMessages deletes the messages ids and their status history inside the writer's
+// transaction, counting what it deleted into usage_daily. The counts come from the DELETE itself:
+// a concurrent deletion of the same rows (another replica's sweep or erasure) waits for this one
+// and then deletes, and counts, nothing.
 func deleteMessages(ctx context.Context, tx *wtx, ids []any) (msgs, events int64, err error) {
 	in := "(?" + strings.Repeat(", ?", len(ids)-1) + ")"
-	args := append([]any{microsPerDay}, ids...)
-	if _, err := tx.exec(ctx, `INSERT INTO usage_daily (tenant, day, channel, direction, count)
-		SELECT tenant, created_at / ?, channel, direction, COUNT(*) FROM messages WHERE id IN `+in+`
-		GROUP BY 1, 2, 3, 4
-		ON CONFLICT (tenant, day, channel, direction) DO UPDATE SET count = usage_daily.count + excluded.count`, args...); err != nil {
-		return 0, 0, err
-	}
 	res, err := tx.exec(ctx, "DELETE FROM status_events WHERE message_id IN "+in, ids...)
 	if err != nil {
 		return 0, 0, err
 	}
 	events, _ = res.RowsAffected()
-	res, err = tx.exec(ctx, "DELETE FROM messages WHERE id IN "+in, ids...)
+	type usageKey struct {
+		tenant             string
+		day                int64
+		channel, direction string
+	}
+	counts := map[usageKey]int64{}
+	rows, err := tx.tx.QueryContext(ctx, tx.db.q("DELETE FROM messages WHERE id IN "+in+" RETURNING tenant, created_at, channel, direction"), ids...)
 	if err != nil {
 		return 0, 0, err
 	}
-	msgs, _ = res.RowsAffected()
+	for rows.Next() {
+		var k usageKey
+		var created int64
+		if err := rows.Scan(&k.tenant, &created, &k.channel, &k.direction); err != nil {
+			rows.Close()
+			return 0, 0, err
+		}
+		k.day = created / microsPerDay
+		counts[k]++
+		msgs++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, 0, err
+	}
+	for k, n := range counts {
+		if _, err := tx.exec(ctx, `INSERT INTO usage_daily (tenant, day, channel, direction, count) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (tenant, day, channel, direction) DO UPDATE SET count = usage_daily.count + excluded.count`,
+			k.tenant, k.day, k.channel, k.direction, n); err != nil {
+			return 0, 0, err
+		}
+	}
 	return msgs, events, nil
 }
 
