@@ -42,7 +42,7 @@ func TestKeysRetireRotateAndAudit(t *testing.T) {
 	}
 	run := func(args ...string) (string, error) {
 		t.Helper()
-		return consentCLI(context.Background(), append(args, "--config", cfgPath)...)
+		return runCLI(t, context.Background(), nil, append(args, "--config", cfgPath)...)
 	}
 
 	if out, err := run("keys", "create", "--tenant", "demo"); err != nil {
