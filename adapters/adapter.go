@@ -67,6 +67,19 @@ type Receipt struct {
 	Error            *gateway.ErrorDetail
 }
 
+// AccountState is what an adapter with a connection of its own (WhatsApp on whatsmeow) reports
+// about it for GET /v1/accounts and /readyz. A zero time is unknown.
+type AccountState struct {
+	State         string // a word of GET /v1/accounts: connected, unlinked, logged_out, banned_until …
+	Detail        string // why, for people: never content or full identifiers
+	Since         time.Time
+	BannedUntil   time.Time
+	LastConnected time.Time
+	// LastSeenPhone is when the phone the account is linked to was last active: WhatsApp unlinks
+	// a companion device whose phone stays offline for about 14 days.
+	LastSeenPhone time.Time
+}
+
 // SendError classifies a failed send.
 type SendError struct {
 	Code       string        // stable error code for a permanent failure (not_on_whatsapp, teams_forbidden …)

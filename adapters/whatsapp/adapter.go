@@ -100,6 +100,8 @@ type Adapter struct {
 	forceDrop  bool
 
 	groups map[string]groupSize // group user → member count (GroupSize), under mu
+	// phoneSaved is when LastSeenPhone was last written to the store (writes are spaced out).
+	phoneSaved time.Time
 
 	known   sync.Map // phone user → struct{}: numbers that wrote to the account
 	onWA    sync.Map // phone user → types.JID: numbers confirmed on WhatsApp
@@ -297,6 +299,7 @@ func (a *Adapter) persist(s Status) {
 	defer cancel()
 	err := a.cfg.Store.SaveState(ctx, wastore.AccountState{
 		State: string(s.State), Detail: s.Detail, BannedUntil: s.BannedUntil, LastConnected: s.LastConnected, UpdatedAt: s.Since,
+		LastSeenPhone: s.LastSeenPhone,
 	})
 	if err != nil {
 		a.log.Warn().Err(err).Msg("could not record the account state")

@@ -9,6 +9,7 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
 )
 
@@ -291,11 +292,12 @@ func (a *Adapter) LinkDevice(ctx context.Context, phone string, step func(kind, 
 
 // AccountState is Status in the words of GET /v1/accounts (gateway/server's StateReporter):
 // a temporary ban reads banned_until, with its end in bannedUntil.
-func (a *Adapter) AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time) {
+func (a *Adapter) AccountState() adapters.AccountState {
 	s := a.Status()
-	state = string(s.State)
+	state := string(s.State)
 	if s.State == StateBanned {
 		state = "banned_until"
 	}
-	return state, s.Detail, s.Since, s.BannedUntil, s.LastConnected
+	return adapters.AccountState{State: state, Detail: s.Detail, Since: s.Since, BannedUntil: s.BannedUntil,
+		LastConnected: s.LastConnected, LastSeenPhone: s.LastSeenPhone}
 }

@@ -10,6 +10,7 @@ import (
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"github.com/switchboard-gateway/switchboard/adapters"
 	"github.com/switchboard-gateway/switchboard/gateway"
 )
 
@@ -17,7 +18,7 @@ import (
 // name this package's types).
 var _ interface {
 	LinkDevice(ctx context.Context, phone string, step func(kind, code, message string, expires time.Duration)) (string, error)
-	AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time)
+	AccountState() adapters.AccountState
 } = (*Adapter)(nil)
 
 // showQR makes every new client of h offer one QR code.
@@ -32,8 +33,8 @@ func (h *harness) showQR() {
 
 func TestLinkDeviceForTheAPI(t *testing.T) {
 	h := newHarness(t, false)
-	if state, _, _, _, _ := h.a.AccountState(); state != "unlinked" {
-		t.Fatalf("state before the link: %s", state)
+	if st := h.a.AccountState(); st.State != "unlinked" {
+		t.Fatalf("state before the link: %s", st.State)
 	}
 	h.showQR()
 	var steps []string
@@ -52,15 +53,15 @@ func TestLinkDeviceForTheAPI(t *testing.T) {
 		t.Errorf("steps: %q", steps)
 	}
 	h.waitState(StateConnected) // the running adapter picks the new device up at once
-	if state, _, since, _, last := h.a.AccountState(); state != "connected" || since.IsZero() || last.IsZero() {
-		t.Errorf("after the link: %s since %v, last connected %v", state, since, last)
+	if st := h.a.AccountState(); st.State != "connected" || st.Since.IsZero() || st.LastConnected.IsZero() {
+		t.Errorf("after the link: %+v", st)
 	}
 
 	// A temporary ban reads banned_until, with its end.
 	h.client().Emit(&events.TemporaryBan{Code: events.TempBanSentToTooManyPeople, Expire: time.Hour})
 	h.waitState(StateBanned)
-	if state, _, _, until, _ := h.a.AccountState(); state != "banned_until" || !until.Equal(h.clock.Now().Add(time.Hour)) {
-		t.Errorf("banned: %s until %v", state, until)
+	if st := h.a.AccountState(); st.State != "banned_until" || !st.BannedUntil.Equal(h.clock.Now().Add(time.Hour)) {
+		t.Errorf("banned: %+v", st)
 	}
 }
 
@@ -78,8 +79,8 @@ func TestLinkDeviceCancelledLeavesNoDevice(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	assertNoDevice(t, h.store)
-	if state, _, _, _, _ := h.a.AccountState(); state != "unlinked" {
-		t.Errorf("state: %s", state)
+	if st := h.a.AccountState(); st.State != "unlinked" {
+		t.Errorf("state: %s", st.State)
 	}
 	// The account can be linked again at once.
 	h.showQR()

@@ -2,6 +2,7 @@ package whatsapp
 
 import (
 	"context"
+	"time"
 
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
@@ -36,6 +37,7 @@ func (a *Adapter) handlerFor(gen uint64) func(evt any) bool {
 		if gen != cur {
 			return true // a replaced client: its events are no longer ours
 		}
+		a.notePhone(evt)
 		switch e := evt.(type) {
 		case *events.Message:
 			return a.onMessage(ctx, sink, e)
@@ -45,6 +47,39 @@ func (a *Adapter) handlerFor(gen uint64) func(evt any) bool {
 			a.onConnEvent(evt)
 			return true
 		}
+	}
+}
+
+// phoneSaveEvery spaces out the writes of LastSeenPhone: a phone in use is seen all the time, and
+// the figure matters by the day.
+const phoneSaveEvery = 10 * time.Minute
+
+// notePhone records that the account's phone was active when the event comes from it (device 0
+// of our own user): a message sent on the phone, or a receipt it sent (it read a chat).
+func (a *Adapter) notePhone(evt any) {
+	var src types.MessageSource
+	switch e := evt.(type) {
+	case *events.Message:
+		src = e.Info.MessageSource
+	case *events.Receipt:
+		src = e.MessageSource
+	default:
+		return
+	}
+	if !src.IsFromMe || src.Sender.Device != 0 {
+		return
+	}
+	now := a.clock.Now()
+	a.mu.Lock()
+	a.status.LastSeenPhone = now
+	save := now.Sub(a.phoneSaved) >= phoneSaveEvery
+	if save {
+		a.phoneSaved = now
+	}
+	s := a.status
+	a.mu.Unlock()
+	if save {
+		a.persist(s)
 	}
 }
 

@@ -30,7 +30,8 @@ type Status struct {
 	BannedUntil   time.Time // set in StateBanned
 	Since         time.Time // when this state began
 	LastConnected time.Time
-	Attempt       int // consecutive failed connection attempts
+	LastSeenPhone time.Time // when the linked phone was last active (its own messages and receipts)
+	Attempt       int       // consecutive failed connection attempts
 }
 
 // CanSend reports whether sends may go out now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -231,11 +232,27 @@ func accountState(ctx context.Context, db *storesql.DB, kr *crypt.Keyring, tenan
 		if !s.BannedUntil.IsZero() {
 			detail += fmt.Sprintf(" (until %s)", s.BannedUntil.Local().Format(time.DateTime))
 		}
+		if !s.LastSeenPhone.IsZero() && dev != nil {
+			detail = strings.TrimSpace(detail + " " + phoneSeen(s.LastSeenPhone, time.Now()))
+		}
 	}
 	if dev == nil && state != string(whatsapp.StateLoggedOut) {
 		state = string(whatsapp.StateUnlinked) // a state recorded before the device went away
 	}
 	return state, since, phone, detail
+}
+
+// phoneUnlinkWarning is how long a phone may stay offline before the listing warns: WhatsApp
+// unlinks a companion device whose phone has been offline for about 14 days.
+const phoneUnlinkWarning = 10 * 24 * time.Hour
+
+// phoneSeen says when the linked phone was last active, with a warning when that is long ago.
+func phoneSeen(seen, now time.Time) string {
+	out := "phone last seen " + seen.Local().Format(time.DateTime)
+	if now.Sub(seen) > phoneUnlinkWarning {
+		out += fmt.Sprintf(" — %d days ago: open WhatsApp on the phone, or WhatsApp will unlink this device after about 14 days", int(now.Sub(seen).Hours()/24))
+	}
+	return out
 }
 
 // withWhatsAppAccount opens the encrypted store and runs fn with one whatsmeow account's adapter

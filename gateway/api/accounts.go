@@ -32,6 +32,9 @@ type Account struct {
 	Since         *time.Time      `json:"since,omitempty"`
 	BannedUntil   *time.Time      `json:"banned_until,omitempty"`
 	LastConnected *time.Time      `json:"last_connected,omitempty"`
+	// LastSeenPhone is when the linked phone was last active (WhatsApp unlinks a companion device
+	// whose phone stays offline for about 14 days).
+	LastSeenPhone *time.Time `json:"last_seen_phone,omitempty"`
 	// Linkable says POST /v1/accounts/{channel}/{account}/link works for this account.
 	Linkable bool `json:"linkable"`
 }

@@ -13,11 +13,9 @@ import (
 )
 
 // StateReporter is a driver's adapter with a connection state of its own (WhatsApp on
-// whatsmeow). state is a word of GET /v1/accounts (api.AccountConnected, api.AccountUnlinked, …);
-// a zero time is unknown. Plain types, so that a driver implements it without importing this
-// package (which links no driver).
+// whatsmeow); its State is a word of GET /v1/accounts (api.AccountConnected, api.AccountUnlinked, …).
 type StateReporter interface {
-	AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time)
+	AccountState() adapters.AccountState
 }
 
 // DeviceLinker is a driver's adapter that links a device to its account (WhatsApp on whatsmeow):
@@ -77,9 +75,10 @@ func (a accounts) Accounts(_ context.Context, tenant string) ([]api.Account, err
 func describeAccount(ch gateway.Channel, acct config.AccountConfig, ad adapters.Adapter) api.Account {
 	out := api.Account{Channel: ch, Account: acct.Name, Driver: acct.Driver, State: api.AccountReady}
 	if sr, ok := ad.(StateReporter); ok {
-		state, detail, since, bannedUntil, lastConnected := sr.AccountState()
-		out.State, out.Detail = state, detail
-		out.Since, out.BannedUntil, out.LastConnected = timePtr(since), timePtr(bannedUntil), timePtr(lastConnected)
+		st := sr.AccountState()
+		out.State, out.Detail = st.State, st.Detail
+		out.Since, out.BannedUntil, out.LastConnected = timePtr(st.Since), timePtr(st.BannedUntil), timePtr(st.LastConnected)
+		out.LastSeenPhone = timePtr(st.LastSeenPhone)
 	}
 	out.Linkable = ch == gateway.WhatsApp && linkable(ad)
 	return out

@@ -88,13 +88,14 @@ func (f *fakeWhatsApp) WaitReady(ctx context.Context) error            { <-ctx.D
 func (f *fakeWhatsApp) WaitNotReady(context.Context) error             { return nil }
 func (f *fakeWhatsApp) Paused() (bool, string, time.Time)              { return true, "unlinked", time.Time{} }
 
-func (f *fakeWhatsApp) AccountState() (state, detail string, since, bannedUntil, lastConnected time.Time) {
+func (f *fakeWhatsApp) AccountState() adapters.AccountState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.linked {
-		return "connected", "", time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC), time.Time{}, time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+		at := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+		return adapters.AccountState{State: "connected", Since: at, LastConnected: at, LastSeenPhone: at.Add(-time.Hour)}
 	}
-	return "unlinked", "link it", time.Time{}, time.Time{}, time.Time{}
+	return adapters.AccountState{State: "unlinked", Detail: "link it"}
 }
 
 func (f *fakeWhatsApp) LinkDevice(_ context.Context, phone string, step func(kind, code, message string, expires time.Duration)) (string, error) {
@@ -164,7 +165,7 @@ func TestWhatsMeowAccountStateAndLink(t *testing.T) {
 		t.Errorf("the driver got phone %q", phone)
 	}
 	g.do(http.MethodGet, "/v1/accounts", "acme", nil, &list)
-	if list.Accounts[0]["state"] != "connected" || list.Accounts[0]["last_connected"] != "2026-11-22T09:00:00Z" {
+	if list.Accounts[0]["state"] != "connected" || list.Accounts[0]["last_connected"] != "2026-11-22T09:00:00Z" || list.Accounts[0]["last_seen_phone"] != "2026-11-22T08:00:00Z" {
 		t.Errorf("after the link: %v", list.Accounts[0])
 	}
 }

@@ -156,6 +156,13 @@ var schema = []string{
 		updated_at BIGINT NOT NULL,
 		PRIMARY KEY (tenant, account)
 	)`,
+	// When the account's phone was last active: a table of its own, because Migrate only creates.
+	`CREATE TABLE IF NOT EXISTS wa_phone_seen (
+		tenant TEXT NOT NULL,
+		account TEXT NOT NULL,
+		seen_at BIGINT NOT NULL,
+		PRIMARY KEY (tenant, account)
+	)`,
 }
 
 // Migrate creates wastore's tables and indexes if they do not exist. It is idempotent and safe

@@ -16,6 +16,9 @@ type AccountState struct {
 	BannedUntil   time.Time // zero unless banned
 	LastConnected time.Time // zero if never
 	UpdatedAt     time.Time
+	// LastSeenPhone is when the phone the device is linked to was last active (zero if unknown):
+	// WhatsApp unlinks a companion device whose phone stays offline for about 14 days.
+	LastSeenPhone time.Time
 }
 
 // SaveState records the account's state.
@@ -31,20 +34,31 @@ func (c *Container) SaveState(ctx context.Context, s AccountState) error {
 	if err != nil {
 		return fmt.Errorf("wastore: save account state: %w", err)
 	}
+	if s.LastSeenPhone.IsZero() {
+		return nil
+	}
+	_, err = c.exec(ctx, `INSERT INTO wa_phone_seen (tenant, account, seen_at) VALUES ($1, $2, $3)
+		ON CONFLICT (tenant, account) DO UPDATE SET seen_at=excluded.seen_at WHERE excluded.seen_at > wa_phone_seen.seen_at`,
+		c.tenant, c.account, unixMilli(s.LastSeenPhone))
+	if err != nil {
+		return fmt.Errorf("wastore: save when the phone was seen: %w", err)
+	}
 	return nil
 }
 
 // LoadState returns the account's recorded state; ok=false when none was recorded.
 func (c *Container) LoadState(ctx context.Context) (s AccountState, ok bool, err error) {
-	var banned, connected, updated int64
-	err = c.queryRow(ctx, `SELECT state, detail, banned_until, last_connected, updated_at FROM wa_account_state WHERE tenant=$1 AND account=$2`,
-		c.tenant, c.account).Scan(&s.State, &s.Detail, &banned, &connected, &updated)
+	var banned, connected, updated, seen int64
+	err = c.queryRow(ctx, `SELECT s.state, s.detail, s.banned_until, s.last_connected, s.updated_at, COALESCE(p.seen_at, 0)
+		FROM wa_account_state s LEFT JOIN wa_phone_seen p ON p.tenant = s.tenant AND p.account = s.account
+		WHERE s.tenant=$1 AND s.account=$2`,
+		c.tenant, c.account).Scan(&s.State, &s.Detail, &banned, &connected, &updated, &seen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, false, nil
 	} else if err != nil {
 		return s, false, fmt.Errorf("wastore: load account state: %w", err)
 	}
-	s.BannedUntil, s.LastConnected, s.UpdatedAt = fromMilli(banned), fromMilli(connected), fromMilli(updated)
+	s.BannedUntil, s.LastConnected, s.UpdatedAt, s.LastSeenPhone = fromMilli(banned), fromMilli(connected), fromMilli(updated), fromMilli(seen)
 	return s, true, nil
 }
 
