@@ -39,10 +39,12 @@ type Accounts interface {
 	AccountStates(ctx context.Context) []AccountState
 }
 
-// AccountState is one channel account's state: Ready when it can send (connected, not paused).
+// AccountState is one channel account's state: Ready when it can send (connected, not paused);
+// State is its word in GET /v1/accounts (connected, logged_out, banned_until …).
 type AccountState struct {
 	Tenant, Channel, Account string
 	Ready                    bool
+	State                    string
 }
 
 // Config configures New.
@@ -226,7 +228,14 @@ var accountDesc = prometheus.NewDesc(namespace+"_account_ready",
 	"1 when a channel account can send (connected and not paused), else 0.",
 	[]string{"tenant", "channel", "account"}, nil)
 
-func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) { ch <- accountDesc }
+var accountStateDesc = prometheus.NewDesc(namespace+"_account_state",
+	"1 for a channel account's current connection state (connected, disconnected, logged_out, banned_until, unlinked …).",
+	[]string{"tenant", "channel", "account", "state"}, nil)
+
+func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- accountDesc
+	ch <- accountStateDesc
+}
 
 func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
@@ -237,5 +246,8 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(accountDesc, prometheus.GaugeValue, v, a.Tenant, a.Channel, a.Account)
+		if a.State != "" {
+			ch <- prometheus.MustNewConstMetric(accountStateDesc, prometheus.GaugeValue, 1, a.Tenant, a.Channel, a.Account, a.State)
+		}
 	}
 }

@@ -147,6 +147,9 @@ func TestWhatsMeowAccountStateAndLink(t *testing.T) {
 	if !strings.Contains(string(body), `{"name":"whatsapp/acme/wa","status":"failed","state":"unlinked"}`) {
 		t.Errorf("readyz: %s", body)
 	}
+	if _, metrics := g.raw(http.MethodGet, "/metrics", ""); !strings.Contains(metrics, `switchboard_account_state{account="wa",channel="whatsapp",state="unlinked",tenant="acme"} 1`) {
+		t.Errorf("no unlinked state in /metrics:\n%s", metrics)
+	}
 
 	// The link runs the driver's flow; the pairing-code variant gets the number in E.164.
 	req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/accounts/whatsapp/wa/link", strings.NewReader(`{"phone":"+49 151 00000001"}`))

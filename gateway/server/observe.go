@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"regexp"
-	"strings"
 	"sync"
 
+	"github.com/switchboard-gateway/switchboard/config"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/gateway/api"
 	"github.com/switchboard-gateway/switchboard/gateway/bus"
@@ -114,12 +114,10 @@ type accountStates struct{ s *Server }
 
 func (a accountStates) AccountStates(ctx context.Context) []metrics.AccountState {
 	out := make([]metrics.AccountState, 0, len(a.s.runners))
-	for _, r := range a.s.runners {
-		parts := strings.SplitN(r.Name(), "/", 3) // channel/tenant/account
-		if len(parts) != 3 {
-			continue
-		}
-		out = append(out, metrics.AccountState{Channel: parts[0], Tenant: parts[1], Account: parts[2], Ready: r.Ready(ctx) == nil})
+	for i, r := range a.s.runners {
+		k := a.s.runnerKeys[i]
+		out = append(out, metrics.AccountState{Channel: string(k.channel), Tenant: k.tenant, Account: k.account, Ready: r.Ready(ctx) == nil,
+			State: describeAccount(k.channel, config.AccountConfig{}, a.s.adapters[k]).State})
 	}
 	return out
 }

@@ -115,6 +115,9 @@ func TestMetricsAfterSends(t *testing.T) {
 	if m := sample(fams, "switchboard_account_ready", map[string]string{"tenant": "demo", "channel": "whatsapp", "account": "sales"}); m == nil || m.GetGauge().GetValue() != 1 {
 		t.Errorf("account state of the sandbox account: %v", m)
 	}
+	if m := sample(fams, "switchboard_account_state", map[string]string{"tenant": "demo", "channel": "whatsapp", "account": "sales", "state": "ready"}); m == nil || m.GetGauge().GetValue() != 1 {
+		t.Errorf("connection state of the sandbox account: %v", fams["switchboard_account_state"])
+	}
 	// No identifiers as labels: no message id, number or masked number anywhere in the output.
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
