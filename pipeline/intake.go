@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -22,6 +23,16 @@ type Indexer interface {
 	BlindIndex(ctx context.Context, tenant, identifier string) (string, error)
 }
 
+// BatchPublisher publishes many messages at once and waits for all their acknowledgements
+// (*bus.Bus implements it).
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, msgs []bus.Outgoing) []error
+}
+
+// backgroundQueue is how many accepted messages may wait for the background publisher before
+// Accept publishes by itself (backpressure instead of unbounded memory).
+const backgroundQueue = 4096
+
 // IntakeConfig wires an Intake.
 type IntakeConfig struct {
 	Store MessageCreator // required
@@ -35,6 +46,12 @@ type IntakeConfig struct {
 	// Retry, when set, is told about a stored message whose publish failed (Resumer.Retry), so it
 	// is republished soon instead of at the next periodic scan.
 	Retry func(gateway.Dispatch)
+	// Background, when set, publishes accepted messages to SEND from Run, in batches, instead of
+	// inside Accept: the integrator's answer waits for the store's commit only, not for the bus
+	// too. Nothing is lost by it: the store is the outbox, so a message whose publish dies with the
+	// process is still accepted in the store, and the Resumer publishes it at the next start. Run
+	// must be running; when its queue is full, Accept publishes by itself.
+	Background BatchPublisher
 	// Indexer, when set, gives the accepted log line its subject (s_…).
 	Indexer Indexer
 	Log     zerolog.Logger
@@ -44,7 +61,8 @@ type IntakeConfig struct {
 // Intake accepts outbound messages: accept-time stages, a group-committed store write, then a
 // publish to SEND. It is what gateway/api calls for POST /v1/messages.
 type Intake struct {
-	cfg IntakeConfig
+	cfg   IntakeConfig
+	queue chan gateway.Dispatch // to Run, when cfg.Background is set
 }
 
 // NewIntake returns an Intake.
@@ -52,7 +70,11 @@ func NewIntake(cfg IntakeConfig) (*Intake, error) {
 	if cfg.Store == nil || cfg.Bus == nil {
 		return nil, errors.New("pipeline: intake needs a store and a bus")
 	}
-	return &Intake{cfg: cfg}, nil
+	in := &Intake{cfg: cfg}
+	if cfg.Background != nil {
+		in.queue = make(chan gateway.Dispatch, backgroundQueue)
+	}
+	return in, nil
 }
 
 // Accept stores nm.Message as accepted and hands it to the pipeline. It fills in the id, status,
@@ -104,14 +126,86 @@ func (in *Intake) Accept(ctx context.Context, nm store.NewMessage) (msg *gateway
 	}
 	d := gateway.Dispatch{MessageID: m.ID, Tenant: m.Tenant, Channel: m.Channel, Account: m.Account, Hops: m.Hops}
 	in.logAccepted(ctx, m)
-	if err := in.publish(ctx, d); err != nil {
-		in.cfg.Log.Warn().Err(err).Str("msg_id", m.ID).Str("tenant", m.Tenant).
-			Msg("publish to SEND failed after the message was stored; the resumer will publish it")
-		if in.cfg.Retry != nil {
-			in.cfg.Retry(d)
+	select {
+	case in.queue <- d: // nil without Background: never ready
+	default:
+		if err := in.publish(ctx, d); err != nil {
+			in.publishFailed(d, err)
 		}
 	}
 	return m, "", true, nil
+}
+
+func (in *Intake) publishFailed(d gateway.Dispatch, err error) {
+	in.cfg.Log.Warn().Err(err).Str("msg_id", d.MessageID).Str("tenant", d.Tenant).
+		Msg("publish to SEND failed after the message was stored; the resumer will publish it")
+	if in.cfg.Retry != nil {
+		in.cfg.Retry(d)
+	}
+}
+
+// maxBackgroundBatch bounds one batch of the background publisher.
+const maxBackgroundBatch = 512
+
+// drainTimeout bounds the publish of what is still queued when Run stops.
+const drainTimeout = 5 * time.Second
+
+// Run publishes what Accept queued (Background) until ctx is done, then publishes what is still
+// queued. Without Background it returns at once.
+func (in *Intake) Run(ctx context.Context) error {
+	if in.queue == nil {
+		return nil
+	}
+	batch := make([]gateway.Dispatch, 0, maxBackgroundBatch)
+	for {
+		select {
+		case d := <-in.queue:
+			batch = append(batch[:0], d)
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+			defer cancel()
+			for {
+				batch = in.take(batch[:0])
+				if len(batch) == 0 {
+					return nil
+				}
+				in.publishBatch(dctx, batch)
+			}
+		}
+		in.publishBatch(ctx, in.take(batch))
+	}
+}
+
+// take adds what is queued to batch, without waiting, up to maxBackgroundBatch.
+func (in *Intake) take(batch []gateway.Dispatch) []gateway.Dispatch {
+	for len(batch) < maxBackgroundBatch {
+		select {
+		case d := <-in.queue:
+			batch = append(batch, d)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (in *Intake) publishBatch(ctx context.Context, batch []gateway.Dispatch) {
+	msgs := make([]bus.Outgoing, 0, len(batch))
+	sent := batch[:0:0]
+	for _, d := range batch {
+		data, err := json.Marshal(d)
+		if err != nil {
+			in.publishFailed(d, err)
+			continue
+		}
+		msgs = append(msgs, bus.Outgoing{Subject: bus.SendSubject(d.Tenant), MsgID: d.MessageID, Data: data})
+		sent = append(sent, d)
+	}
+	for i, err := range in.cfg.Background.PublishBatch(ctx, msgs) {
+		if err != nil {
+			in.publishFailed(sent[i], err)
+		}
+	}
 }
 
 func (in *Intake) publish(ctx context.Context, d gateway.Dispatch) error {

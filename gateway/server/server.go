@@ -319,6 +319,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}
+	start("intake", s.intake.Run)
 	start("router", s.router.Run)
 	start("recorder", s.recorder.Run)
 	start("inbound", s.inbound.Run)

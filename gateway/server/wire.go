@@ -33,7 +33,7 @@ func (s *Server) wire(ctx context.Context) error {
 	}
 	consentRegistry := s.consentRegistry()
 	if s.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{
-		Store: s.db, Bus: s.bus, Retry: s.resumer.Retry, Indexer: s.keyring, Log: logFor("intake"),
+		Store: s.db, Bus: s.bus, Background: s.bus, Retry: s.resumer.Retry, Indexer: s.keyring, Log: logFor("intake"),
 		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake"), s.privacyStage()},
 	}); err != nil {
 		return err
