@@ -497,6 +497,18 @@ func TestChannelMessageIDs(t *testing.T) {
 		if id, err := e.db.MessageIDByChannelID(ctx, "acme", gateway.WhatsApp, "sales", "WAMID.9"); err != nil || id != m2.ID {
 			t.Fatalf("id from sent event: %q %v", id, err)
 		}
+		// Two messages of one batch naming the same new channel id: the first keeps it.
+		m3, m4 := newMsg(t, "acme", "+4915112345678", "third"), newMsg(t, "acme", "+4915112345678", "fourth")
+		create(t, e.db, m3)
+		create(t, e.db, m4)
+		s3, s4 := ev(m3, gateway.StatusSent, time.Time{}), ev(m4, gateway.StatusSent, time.Time{})
+		s3.ChannelMessageID, s4.ChannelMessageID = "WAMID.10", "WAMID.10"
+		if as := apply(t, e.db, s3, s4); !as[0].Advanced || !as[1].Advanced {
+			t.Fatalf("batch %+v", as)
+		}
+		if id, err := e.db.MessageIDByChannelID(ctx, "acme", gateway.WhatsApp, "sales", "WAMID.10"); err != nil || id != m3.ID {
+			t.Fatalf("id claimed twice in one batch: %q %v", id, err)
+		}
 	})
 }
 
