@@ -16,6 +16,14 @@ const (
 	Inbound  Direction = "in"
 )
 
+// Name is the direction as the API and the export write it: outbound or inbound.
+func (d Direction) Name() string {
+	if d == Inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
 // Message is one message, outbound or inbound, with its content in the clear. It exists in this
 // form only in memory: the store keeps content and recipient encrypted (DESIGN.md §3.6).
 type Message struct {

@@ -405,7 +405,7 @@ type statusEventJSON struct {
 	Error            *errorJSON     `json:"error,omitempty"`
 }
 
-// Direction names on the wire.
+// Direction names on the wire (gateway.Direction.Name).
 const (
 	directionOutbound = "outbound"
 	directionInbound  = "inbound"
@@ -414,7 +414,7 @@ const (
 func toMessageJSON(m *gateway.Message, withContent bool) messageJSON {
 	out := messageJSON{
 		ID:               m.ID,
-		Direction:        directionOutbound,
+		Direction:        m.Direction.Name(),
 		Channel:          m.Channel,
 		Account:          m.Account,
 		From:             m.Account,
@@ -427,7 +427,7 @@ func toMessageJSON(m *gateway.Message, withContent bool) messageJSON {
 		UpdatedAt:        m.UpdatedAt.UTC(),
 	}
 	if m.Direction == gateway.Inbound {
-		out.Direction, out.From, out.To = directionInbound, m.Peer.String(), m.Account
+		out.From, out.To = m.Peer.String(), m.Account
 	}
 	if m.ErrorCode != "" {
 		out.Error = &errorJSON{Code: m.ErrorCode, Message: m.ErrorMessage}

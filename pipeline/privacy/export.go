@@ -17,7 +17,7 @@ const exportPage = 200
 // ExportMessage is one message in an export: everything stored about it, decrypted.
 type ExportMessage struct {
 	ID               string                `json:"id"`
-	Direction        gateway.Direction     `json:"direction"`
+	Direction        string                `json:"direction"` // outbound or inbound, as in the API
 	Channel          gateway.Channel       `json:"channel"`
 	Account          string                `json:"account"`
 	Peer             string                `json:"peer"`
@@ -118,7 +118,7 @@ func (s *Service) Export(ctx context.Context, tenant string, actor store.Actor, 
 				return err
 			}
 			em := ExportMessage{
-				ID: m.ID, Direction: m.Direction, Channel: m.Channel, Account: m.Account, Peer: m.Peer.String(),
+				ID: m.ID, Direction: m.Direction.Name(), Channel: m.Channel, Account: m.Account, Peer: m.Peer.String(),
 				Content: m.Content, Metadata: m.Metadata, Status: m.Status, ErrorCode: m.ErrorCode,
 				ChannelMessageID: m.ChannelMessageID, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, History: hist,
 			}

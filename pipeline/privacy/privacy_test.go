@@ -333,14 +333,14 @@ func TestExportRoundTrip(t *testing.T) {
 	if doc.Subject != alice || len(doc.Messages) != 2 {
 		t.Fatalf("export: subject %q, %d messages", doc.Subject, len(doc.Messages))
 	}
-	texts := map[string]gateway.Direction{}
+	texts := map[string]string{}
 	for _, m := range doc.Messages {
 		texts[m.Content.Text] = m.Direction
 		if m.Peer != alice || len(m.History) == 0 {
 			t.Fatalf("message %+v", m)
 		}
 	}
-	if texts["your order shipped"] != gateway.Outbound || texts["thanks!"] != gateway.Inbound {
+	if texts["your order shipped"] != "outbound" || texts["thanks!"] != "inbound" {
 		t.Fatalf("texts %v", texts)
 	}
 	if len(doc.Consent.History) != 1 || doc.Consent.History[0].Note != "asked by phone" {
