@@ -181,16 +181,16 @@ func New(cfg Config, deps Deps) *Server {
 // webhooks) are added here, each with its handler in its own file.
 func (s *Server) routes() {
 	s.handle("POST /v1/messages", 0, s.createMessage)
-	s.handle("GET /v1/messages/{id}", 0, s.getMessage)
-	s.handle("GET /v1/messages", 0, s.listMessages)
+	s.handle("GET /v1/messages/{id}", 0, s.getMessage, "include")
+	s.handle("GET /v1/messages", 0, s.listMessages, "status", "channel", "direction", "since", "limit", "cursor")
 	if s.deps.Sandbox != nil {
 		s.handle("POST /v1/sandbox/{channel}/{account}/inbound", 0, s.sandboxInbound)
 	}
 	if s.deps.Consent != nil {
 		s.handle("PUT /v1/consent/{channel}/{subject}", 0, s.putConsent)
 		s.handle("GET /v1/consent/{channel}/{subject}", 0, s.getConsent)
-		s.handle("DELETE /v1/consent/{channel}/{subject}", 0, s.deleteConsent)
-		s.handle("POST /v1/consent:import", 0, s.importConsent)
+		s.handle("DELETE /v1/consent/{channel}/{subject}", 0, s.deleteConsent, "category")
+		s.handle("POST /v1/consent:import", 0, s.importConsent, "channel")
 	}
 	if s.deps.Privacy != nil {
 		s.privacyRoutes()
@@ -205,7 +205,7 @@ func (s *Server) routes() {
 		})
 	}
 	if s.deps.Events != nil {
-		s.handle("GET /v1/events", streaming, s.streamEvents)
+		s.handle("GET /v1/events", streaming|repeatable, s.streamEvents, "type", "channel", "status", "last_event_id")
 	}
 	if s.deps.Hooks != nil {
 		s.handle("POST /v1/hooks/{name}", 0, s.callHook)
@@ -252,11 +252,16 @@ const (
 	streaming
 	// quiet routes log their access line at debug level (probes every few seconds).
 	quiet
+	// repeatable routes take a query parameter more than once (?type=a&type=b).
+	repeatable
 )
 
 // handle registers pattern with the middleware every route shares, in this order: access log
-// and panic recovery, deadline, authentication, tenant rate limit, handler, error body.
-func (s *Server) handle(pattern string, opts routeOpts, h handlerFunc) {
+// and panic recovery, deadline, authentication, tenant rate limit, query check, handler, error
+// body. params are the query parameters the route takes: an authenticated route refuses any
+// other, as a body refuses unknown fields, so a misspelt filter or a typo on a DELETE is an error,
+// not a silent no-op.
+func (s *Server) handle(pattern string, opts routeOpts, h handlerFunc, params ...string) {
 	route := pattern
 	if pattern == "/" {
 		route = "unmatched"
@@ -264,11 +269,11 @@ func (s *Server) handle(pattern string, opts routeOpts, h handlerFunc) {
 		s.patterns = append(s.patterns, pattern)
 	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		s.serve(route, opts, h, w, r)
+		s.serve(route, opts, params, h, w, r)
 	})
 }
 
-func (s *Server) serve(route string, opts routeOpts, h handlerFunc, w http.ResponseWriter, r *http.Request) {
+func (s *Server) serve(route string, opts routeOpts, params []string, h handlerFunc, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &responseWriter{ResponseWriter: w, route: route}
 	defer func() {
@@ -302,6 +307,10 @@ func (s *Server) serve(route string, opts routeOpts, h handlerFunc, w http.Respo
 		}
 		rw.tenant, rw.keyID = key.Tenant, key.ID
 		if err := s.rateLimit(key.Tenant); err != nil {
+			s.writeError(rw, r, err)
+			return
+		}
+		if err := checkQuery(r, opts&repeatable != 0, params); err != nil {
 			s.writeError(rw, r, err)
 			return
 		}

@@ -185,10 +185,7 @@ func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request, key gatew
 	if err != nil {
 		return err
 	}
-	q, err := query(r, "category")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	category := q.Get("category")
 	if !store.ValidCategory(category) {
 		return gateway.FieldErrorf(gateway.EInvalidField, "category", "unknown category %q: use marketing or utility, or leave it out", category)
@@ -239,10 +236,7 @@ type importReportJSON struct {
 // (a header line "subject,…" is skipped). Good rows are recorded in one transaction; each bad row
 // is reported with its line and reason, and nothing of it is written.
 func (s *Server) importConsent(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "channel")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	channel := gateway.Channel(q.Get("channel"))
 	if channel != "" && !channel.Valid() {
 		return gateway.FieldErrorf(gateway.EUnknownChannel, "channel", "unknown channel %q: use whatsapp or teams", channel)

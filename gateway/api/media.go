@@ -27,7 +27,7 @@ const (
 )
 
 func (s *Server) mediaRoutes() {
-	s.handle("POST /v1/media", 0, s.uploadMedia)
+	s.handle("POST /v1/media", 0, s.uploadMedia, "filename")
 	s.handle("GET /v1/media/{id}", 0, s.getMedia)
 	s.handle("DELETE /v1/media/{id}", 0, s.deleteMedia)
 }

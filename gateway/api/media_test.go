@@ -112,6 +112,14 @@ func TestMediaUploadAndSend(t *testing.T) {
 		t.Fatalf("stored media %+v", m)
 	}
 
+	// A misspelt parameter is an error, not a delete that ignores it.
+	if got := e.do(req{method: "DELETE", path: "/v1/media/" + id + "?forcee=true", secret: secretAcme}); got.status != 400 ||
+		got.errorField("code") != gateway.EUnknownField || got.errorField("field") != "forcee" {
+		t.Fatalf("delete with an unknown parameter: %d %s", got.status, got.raw)
+	}
+	if got := e.do(req{method: "GET", path: "/v1/media/" + id, secret: secretAcme}); got.status != 200 {
+		t.Fatalf("the refused delete deleted: %d", got.status)
+	}
 	if got := e.do(req{method: "DELETE", path: "/v1/media/" + id, secret: secretBeta}); got.status != 404 {
 		t.Fatalf("another tenant deleted the file: %d", got.status)
 	}

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -449,10 +450,7 @@ func toMessageJSON(m *gateway.Message, withContent bool) messageJSON {
 // getMessage is GET /v1/messages/{id}: metadata and full status history; content only with
 // ?include=content. Another tenant's id is not_found, exactly like an id that never existed.
 func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "include")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	withContent := false
 	switch inc := q.Get("include"); inc {
 	case "":
@@ -500,10 +498,7 @@ type listResponse struct {
 // listMessages is GET /v1/messages?status=&channel=&direction=&since=&limit=&cursor=, newest
 // first, without content.
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "status", "channel", "direction", "since", "limit", "cursor")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	var f store.MessageFilter
 	if v := q.Get("status"); v != "" {
 		if f.Status = gateway.Status(v); !f.Status.Valid() {
@@ -557,27 +552,24 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, key gatewa
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// query parses the query string and refuses parameters other than allowed, or repeated ones,
-// as the body refuses unknown fields: a misspelt filter must not silently return everything.
-func query(r *http.Request, allowed ...string) (url.Values, error) {
+// checkQuery refuses query parameters other than allowed, a malformed query string, and a
+// parameter given twice unless the route takes lists: a misspelt filter must not silently return
+// everything.
+func checkQuery(r *http.Request, repeatable bool, allowed []string) error {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil, gateway.Errorf(gateway.EInvalidField, "the query string is malformed")
+		return gateway.Errorf(gateway.EInvalidField, "the query string is malformed")
 	}
 	for k, vs := range q {
-		known := false
-		for _, a := range allowed {
-			if k == a {
-				known = true
-				break
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return gateway.FieldErrorf(gateway.EUnknownField, k, "unknown query parameter %q: this route takes none", k)
 			}
+			return gateway.FieldErrorf(gateway.EUnknownField, k, "unknown query parameter %q (this route takes %s)", k, strings.Join(allowed, ", "))
 		}
-		if !known {
-			return nil, gateway.FieldErrorf(gateway.EUnknownField, k, "unknown query parameter %q", k)
-		}
-		if len(vs) > 1 {
-			return nil, gateway.FieldErrorf(gateway.EInvalidField, k, "give %s once", k)
+		if len(vs) > 1 && !repeatable {
+			return gateway.FieldErrorf(gateway.EInvalidField, k, "give %s once", k)
 		}
 	}
-	return q, nil
+	return nil
 }

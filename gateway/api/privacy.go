@@ -50,7 +50,7 @@ func (s *Server) audit(r *http.Request, key gateway.APIKey, action string, subje
 func (s *Server) privacyRoutes() {
 	s.handle("POST /v1/erasures", 0, s.createErasure)
 	s.handle("GET /v1/erasures/{id}", 0, s.getErasure)
-	s.handle("GET /v1/exports", streaming, s.export)
+	s.handle("GET /v1/exports", streaming, s.export, "subject")
 	s.handle("PUT /v1/restrictions/{subject}", 0, s.putRestriction)
 	s.handle("GET /v1/restrictions/{subject}", 0, s.getRestriction)
 	s.handle("DELETE /v1/restrictions/{subject}", 0, s.deleteRestriction)
@@ -137,10 +137,7 @@ func (s *Server) getErasure(w http.ResponseWriter, r *http.Request, key gateway.
 // export is GET /v1/exports?subject=…: everything stored about the subject, decrypted, streamed
 // as one JSON document. A failure after the first byte ends the body early (invalid JSON).
 func (s *Server) export(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "subject")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	raw := q.Get("subject")
 	if strings.HasPrefix(raw, " ") { // an unencoded + in a query string arrives as a space
 		raw = "+" + raw[1:]

@@ -56,8 +56,8 @@ func (s *Server) webhookRoutes() {
 	s.handle("POST /v1/webhooks/{id}/secrets", 0, s.webhookAnswer(s.deps.Webhooks.RotateWebhookSecret))
 	s.handle("POST /v1/webhooks/{id}/enable", 0, s.webhookAnswer(s.deps.Webhooks.EnableWebhook))
 	s.handle("POST /v1/webhooks/{id}/test", 0, s.testWebhook)
-	s.handle("GET /v1/webhooks/{id}/deliveries", 0, s.webhookDeliveries)
-	s.handle("POST /v1/webhooks/{id}/replay", 0, s.replayWebhook)
+	s.handle("GET /v1/webhooks/{id}/deliveries", 0, s.webhookDeliveries, "cursor")
+	s.handle("POST /v1/webhooks/{id}/replay", 0, s.replayWebhook, "since")
 }
 
 type webhookRequest struct {
@@ -128,9 +128,6 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, key gatew
 }
 
 func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	if _, err := query(r); err != nil {
-		return err
-	}
 	ws, err := s.deps.Webhooks.ListWebhooks(r.Context(), key.Tenant)
 	if err != nil {
 		return err
@@ -190,10 +187,7 @@ type deliveryJSON struct {
 }
 
 func (s *Server) webhookDeliveries(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "cursor")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	log, next, err := s.deps.Webhooks.WebhookDeliveries(r.Context(), key.Tenant, r.PathValue("id"), q.Get("cursor"))
 	if err != nil {
 		return err
@@ -213,10 +207,7 @@ func (s *Server) webhookDeliveries(w http.ResponseWriter, r *http.Request, key g
 }
 
 func (s *Server) replayWebhook(w http.ResponseWriter, r *http.Request, key gateway.APIKey) error {
-	q, err := query(r, "since")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query()
 	if q.Get("since") == "" {
 		return gateway.FieldErrorf(gateway.EMissingField, "since", "since is required: an RFC 3339 time, e.g. 2026-11-22T09:00:00Z")
 	}
