@@ -19,6 +19,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/switchboard-gateway/switchboard/adapters"
+	"github.com/switchboard-gateway/switchboard/adapters/whatsapp/whatsapptest"
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/store/crypt/crypttest"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
@@ -36,12 +37,12 @@ type sentMessage struct {
 // fakeClient stands in for whatsmeow's client at its wire edge. Tests drive it with whatsmeow's
 // own event types through Emit.
 type fakeClient struct {
-	mu       sync.Mutex
-	dev      *store.Device
-	clock    Clock
-	handlers map[uint32]func(any) bool
-	nextID   uint32
-	idSeq    int
+	whatsapptest.Handlers // AddEventHandler, RemoveEventHandler, Emit
+
+	mu    sync.Mutex
+	dev   *store.Device
+	clock Clock
+	idSeq int
 
 	connected, loggedIn bool
 	autoLogin           bool  // Connect emits *events.Connected
@@ -59,7 +60,7 @@ type fakeClient struct {
 }
 
 func newFakeClient(dev *store.Device, clock Clock) *fakeClient {
-	return &fakeClient{dev: dev, clock: clock, handlers: map[uint32]func(any) bool{}, autoLogin: true, notOnWA: map[string]bool{}}
+	return &fakeClient{dev: dev, clock: clock, autoLogin: true, notOnWA: map[string]bool{}}
 }
 
 func (f *fakeClient) Connect(ctx context.Context) error {
@@ -90,39 +91,6 @@ func (f *fakeClient) Disconnect() {
 
 func (f *fakeClient) IsConnected() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.connected }
 func (f *fakeClient) IsLoggedIn() bool  { f.mu.Lock(); defer f.mu.Unlock(); return f.loggedIn }
-
-func (f *fakeClient) AddEventHandler(h func(evt any) bool) uint32 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.nextID++
-	f.handlers[f.nextID] = h
-	return f.nextID
-}
-
-func (f *fakeClient) RemoveEventHandler(id uint32) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, ok := f.handlers[id]
-	delete(f.handlers, id)
-	return ok
-}
-
-// Emit dispatches evt as whatsmeow does and reports whether every handler succeeded (whatsmeow
-// acknowledges the event only then).
-func (f *fakeClient) Emit(evt any) bool {
-	f.mu.Lock()
-	hs := make([]func(any) bool, 0, len(f.handlers))
-	for _, h := range f.handlers {
-		hs = append(hs, h)
-	}
-	f.mu.Unlock()
-	for _, h := range hs {
-		if !h(evt) {
-			return false
-		}
-	}
-	return true
-}
 
 func (f *fakeClient) GenerateMessageID() types.MessageID {
 	f.mu.Lock()

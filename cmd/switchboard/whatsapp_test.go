@@ -22,6 +22,7 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/switchboard-gateway/switchboard/adapters/whatsapp"
+	"github.com/switchboard-gateway/switchboard/adapters/whatsapp/whatsapptest"
 	"github.com/switchboard-gateway/switchboard/gateway/gatewaytest"
 )
 
@@ -48,7 +49,7 @@ type waNetwork struct {
 func newWANetwork() *waNetwork { return &waNetwork{sent: make(chan waSend, 1000)} }
 
 func (n *waNetwork) factory(dev *store.Device) whatsapp.LinkClient {
-	c := &waClient{net: n, dev: dev, handlers: map[uint32]func(any) bool{}}
+	c := &waClient{net: n, dev: dev}
 	n.mu.Lock()
 	n.clients = append(n.clients, c)
 	n.mu.Unlock()
@@ -96,9 +97,9 @@ type waClient struct {
 	net *waNetwork
 	dev *store.Device
 
+	whatsapptest.Handlers // AddEventHandler, RemoveEventHandler, Emit
+
 	mu        sync.Mutex
-	handlers  map[uint32]func(any) bool
-	nextID    uint32
 	conn      bool
 	qr        chan whatsmeow.QRChannelItem
 	linkPhone types.JID
@@ -132,37 +133,6 @@ func (c *waClient) Connect(ctx context.Context) error {
 func (c *waClient) Disconnect()       { c.mu.Lock(); c.conn = false; c.mu.Unlock() }
 func (c *waClient) IsConnected() bool { return c.isConnected() }
 func (c *waClient) IsLoggedIn() bool  { return c.isConnected() && c.dev.ID != nil }
-
-func (c *waClient) AddEventHandler(h func(evt any) bool) uint32 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.nextID++
-	c.handlers[c.nextID] = h
-	return c.nextID
-}
-
-func (c *waClient) RemoveEventHandler(id uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.handlers[id]
-	delete(c.handlers, id)
-	return ok
-}
-
-// Emit hands evt to the handlers as whatsmeow does; false means WhatsApp would deliver it again.
-func (c *waClient) Emit(evt any) bool {
-	c.mu.Lock()
-	hs := make([]func(any) bool, 0, len(c.handlers))
-	for _, h := range c.handlers {
-		hs = append(hs, h)
-	}
-	c.mu.Unlock()
-	ok := true
-	for _, h := range hs {
-		ok = h(evt) && ok
-	}
-	return ok
-}
 
 func (c *waClient) GenerateMessageID() types.MessageID {
 	c.net.mu.Lock()
