@@ -29,7 +29,7 @@ type WriteStats struct {
 	Fallbacks int64 // batches that failed and were retried write by write
 }
 
-type writeStats struct{ batches, ops, fallbacks atomic.Int64 }
+type writeStats struct{ batches, ops, fallbacks, checkpoints atomic.Int64 }
 
 // WriteStats reports the group-commit writer's counters (average batch = Ops / Batches).
 func (db *DB) WriteStats() WriteStats {
@@ -141,6 +141,7 @@ func (db *DB) commit(batch []*op) {
 	db.stats.ops.Add(int64(len(live)))
 	err := db.runTx(live)
 	if err == nil {
+		db.wakeCheckpointer()
 		for _, o := range live {
 			o.done <- nil
 		}
@@ -162,8 +163,10 @@ func (db *DB) commit(batch []*op) {
 }
 
 func (db *DB) runTx(ops []*op) error {
+	// On SQLite the busy timeout bounds the batch instead (see stmtContext).
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
+	ctx = db.stmtContext(ctx)
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return err

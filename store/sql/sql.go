@@ -67,6 +67,8 @@ type Config struct {
 	// backup holds no keys. SQLite default: beside the data file (VaultPath); PostgreSQL default:
 	// the data database itself (set another database for backup-proof erasure).
 	KeysDSN string
+
+	onCheckpoint func(walFrames, copied int64) // tests: told after each background checkpoint
 }
 
 // DB is the store. Its methods are safe for concurrent use.
@@ -87,9 +89,15 @@ type DB struct {
 	stopped   chan struct{}          // closed by the writer when it has stopped
 	stmts     map[string]*dbsql.Stmt // SQLite: hot statements prepared on the writer connection
 	stats     writeStats
-	closeOnce sync.Once
-	closeErr  error
-	now       func() time.Time
+	// SQLite file databases: the background checkpointer (checkpoint.go) and its connection.
+	checkpointConn    *dbsql.DB
+	checkpointWake    chan struct{}
+	checkpointQuit    chan struct{}
+	checkpointStopped chan struct{}
+	onCheckpoint      func(walFrames, copied int64)
+	closeOnce         sync.Once
+	closeErr          error
+	now               func() time.Time
 }
 
 var (
@@ -107,6 +115,8 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*DB, error) {
 		batchSize: cfg.BatchSize,
 		batchWait: cfg.BatchWait,
 		now:       time.Now,
+
+		onCheckpoint: cfg.onCheckpoint,
 	}
 	if db.batchSize <= 0 {
 		db.batchSize = DefaultBatchSize
@@ -146,6 +156,12 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*DB, error) {
 	db.quit = make(chan struct{})
 	db.stopped = make(chan struct{})
 	go db.writeLoop()
+	if db.checkpointConn != nil {
+		db.checkpointWake = make(chan struct{}, 1)
+		db.checkpointQuit = make(chan struct{})
+		db.checkpointStopped = make(chan struct{})
+		go db.checkpointLoop(db.checkpointConn)
+	}
 	return db, nil
 }
 
@@ -197,13 +213,23 @@ func (db *DB) readStmt(ctx context.Context, query string) (*dbsql.Stmt, error) {
 	return st, nil
 }
 
+// stmtContext is the context for a short statement. modernc's SQLite driver starts a goroutine
+// per statement to watch a context that can be cancelled; SQLite statements here are bounded by
+// the busy timeout instead, so on SQLite they run under a context that cannot be cancelled.
+func (db *DB) stmtContext(ctx context.Context) context.Context {
+	if db.pg {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
 // readRow runs a one-row query on the reader pool through a prepared statement.
 func (db *DB) readRow(ctx context.Context, query string, args ...any) *dbsql.Row {
 	st, err := db.readStmt(ctx, query)
 	if err != nil {
 		return db.reader.QueryRowContext(ctx, query, args...) // the same error, reported by Scan
 	}
-	return st.QueryRowContext(ctx, args...)
+	return st.QueryRowContext(db.stmtContext(ctx), args...)
 }
 
 // readRows runs a query on the reader pool through a prepared statement.
@@ -212,7 +238,7 @@ func (db *DB) readRows(ctx context.Context, query string, args ...any) (*dbsql.R
 	if err != nil {
 		return nil, err
 	}
-	return st.QueryContext(ctx, args...)
+	return st.QueryContext(db.stmtContext(ctx), args...)
 }
 
 // SQL is the handle for tables that other packages keep in the same database (channel
@@ -260,7 +286,8 @@ func (db *DB) openSQLite(dsn string, readConns int) error {
 	for k, v := range common {
 		wextra[k] = v
 	}
-	w, err := dbsql.Open("sqlite", base(wextra))
+	w, err := dbsql.Open("sqlite", base(wextra)+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)&_pragma=journal_size_limit(%d)",
+		writerCheckpointPages, walSizeLimit))
 	if err != nil {
 		return fmt.Errorf("store: open sqlite: %w", err)
 	}
@@ -285,6 +312,17 @@ func (db *DB) openSQLite(dsn string, readConns int) error {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	db.reader = r
+	c, err := dbsql.Open("sqlite", base(common))
+	if err != nil {
+		w.Close()
+		r.Close()
+		return fmt.Errorf("store: open sqlite: %w", err)
+	}
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxLifetime(0)
+	c.SetConnMaxIdleTime(0)
+	db.checkpointConn = c
 	return nil
 }
 
@@ -325,6 +363,10 @@ func (db *DB) Close() error {
 			close(db.quit)
 			<-db.stopped
 		}
+		if db.checkpointQuit != nil {
+			close(db.checkpointQuit)
+			<-db.checkpointStopped
+		}
 		db.closeErr = db.closeDBs()
 	})
 	return db.closeErr
@@ -341,6 +383,9 @@ func (db *DB) closeDBs() error {
 	})
 	if db.reader != nil && db.reader != db.writer {
 		errs = append(errs, db.reader.Close())
+	}
+	if db.checkpointConn != nil {
+		errs = append(errs, db.checkpointConn.Close())
 	}
 	if db.writer != nil {
 		errs = append(errs, db.writer.Close())
