@@ -105,6 +105,7 @@ type ConsentCheck struct {
 	LastInboundAt time.Time // zero when the subject never wrote
 	Bypass        bool      // the message is the one opt-out confirmation granted for this subject
 	Erased        bool      // the subject was erased: only its suppression entry is left, so log nothing tying to it
+	Restricted    bool      // processing is restricted for the subject (GDPR art. 18): nothing is sent to them
 }
 
 // Consents keeps the consent registry (DESIGN.md §3.5): current state, append-only evidence, the

@@ -10,7 +10,6 @@ import (
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/wastore"
 
-	"github.com/switchboard-gateway/switchboard/pipeline"
 	"github.com/switchboard-gateway/switchboard/pipeline/privacy"
 )
 
@@ -57,8 +56,6 @@ func (s *Server) retentionPolicies() map[string]privacy.Retention {
 	return out
 }
 
-// privacyStage rejects messages to a subject whose processing is restricted (subject_restricted).
-func (s *Server) privacyStage() pipeline.Stage { return s.privacy.Stage() }
 
 // waContacts erases a phone number from the device stores of the tenant's WhatsApp accounts.
 // A running adapter's whatsmeow client may still hold the session in memory until it restarts.

@@ -34,7 +34,7 @@ func (s *Server) wire(ctx context.Context) error {
 	consentRegistry := s.consentRegistry()
 	if s.intake, err = pipeline.NewIntake(pipeline.IntakeConfig{
 		Store: s.db, Bus: s.bus, Background: s.bus, Retry: s.resumer.Retry, Indexer: s.keyring, Log: logFor("intake"),
-		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake"), s.privacyStage()},
+		Replays: s.db, Stages: []pipeline.Stage{s.consentStage("intake")},
 	}); err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (s *Server) addAccount(ctx context.Context, tenant string, ch gateway.Chann
 	}
 	r, err := adapters.NewRunner(adapters.RunnerConfig{
 		Tenant: tenant, Channel: ch, Account: acct.Name, Adapter: ad,
-		Store: s.db, Media: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner"), s.privacyStage()},
+		Store: s.db, Media: s.db, Bus: s.bus, Sealer: s.keyring, Stages: []pipeline.Stage{s.consentStage("runner")},
 		MaxDeliver: s.cfg.Bus.MaxDeliver, AckWait: s.cfg.Bus.AckWait, Log: log, Lease: lease,
 		OnState: s.accountStateEvents(tenant, ch, acct.Name, log),
 	})

@@ -182,6 +182,10 @@ func (s *Stage) Check(ctx context.Context, m *gateway.Message) error {
 		}
 		return rej
 	}
+	if chk.Restricted && person(m.Peer) {
+		// Read with consent in one query: both are asked of every send, at accept and at dispatch.
+		return gateway.Errorf(gateway.ESubjectRestricted, "processing is restricted for this recipient")
+	}
 	return nil
 }
 

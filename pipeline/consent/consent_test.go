@@ -452,3 +452,51 @@ func TestRequireOptInIsForPeople(t *testing.T) {
 		}
 	}
 }
+
+// A restriction of processing is read with consent, in the same query: a restricted person gets
+// nothing (subject_restricted), even with an opt-in or the one opt-out confirmation; an opt-out
+// is still reported as such; a lifted restriction sends again.
+func TestRestrictedSubject(t *testing.T) {
+	h := newHarness(t, consent.Policy{RequireOptIn: false})
+	ctx := context.Background()
+	stage := h.stage("test")
+	restrict := func(to string, on bool) {
+		t.Helper()
+		idx, err := h.kr.BlindIndex(ctx, "acme", addr(t, to).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.db.SetRestriction(ctx, "acme", idx, "test", on); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const restricted, optedOut, other = "+4915112345681", "+4915112345682", "+4915112345683"
+	restrict(restricted, true)
+	restrict(optedOut, true)
+	if _, err := h.reg.Record(ctx, store.ConsentChange{Tenant: "acme", Channel: gateway.WhatsApp, Subject: addr(t, optedOut),
+		State: store.ConsentOptedOut, Source: store.SourceAPI, Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(to, id string) string {
+		m := &gateway.Message{ID: id, Tenant: "acme", Direction: gateway.Outbound, Channel: gateway.WhatsApp, Account: "sales", Peer: addr(t, to)}
+		return code(stage.Check(ctx, m))
+	}
+	if err := h.db.GrantOptOutBypass(ctx, "acme", addr(t, restricted), "msg_confirm", "msg_stop"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, to, id, want string }{
+		{"restricted", restricted, gateway.NewMessageID(), gateway.ESubjectRestricted},
+		{"restricted, opt-out confirmation", restricted, "msg_confirm", gateway.ESubjectRestricted},
+		{"restricted and opted out", optedOut, gateway.NewMessageID(), gateway.ERecipientOptedOut},
+		{"not restricted", other, gateway.NewMessageID(), ""},
+		{"a group is no person", "120363000000000001@g.us", gateway.NewMessageID(), ""},
+	} {
+		if got := send(tt.to, tt.id); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	restrict(restricted, false)
+	if got := send(restricted, gateway.NewMessageID()); got != "" {
+		t.Fatalf("after lifting: %q", got)
+	}
+}

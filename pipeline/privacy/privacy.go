@@ -423,24 +423,6 @@ func (s *Service) Restricted(ctx context.Context, tenant string, subject gateway
 	return s.cfg.Store.Restricted(ctx, tenant, idx)
 }
 
-// Stage returns the pipeline stage that rejects a message to a restricted subject
-// (subject_restricted): at accept and again before dispatch, as consent is checked.
-func (s *Service) Stage() pipeline.Stage {
-	return pipeline.StageFunc(func(ctx context.Context, m *gateway.Message) error {
-		if m.Peer.Kind != gateway.KindPhone && m.Peer.Kind != gateway.KindTeamsUser {
-			return nil
-		}
-		r, err := s.Restricted(ctx, m.Tenant, m.Peer)
-		if err != nil {
-			return err
-		}
-		if r {
-			return gateway.Errorf(gateway.ESubjectRestricted, "processing is restricted for this recipient")
-		}
-		return nil
-	})
-}
-
 // SkipRestricted wraps an inbound handler (automations) so that it does not see messages from a
 // subject whose processing is restricted: the message is stored, nothing reacts to it.
 func (s *Service) SkipRestricted(h pipeline.InboundHandler) pipeline.InboundHandler {

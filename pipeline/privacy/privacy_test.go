@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/pipeline"
+	"github.com/switchboard-gateway/switchboard/pipeline/consent"
 	"github.com/switchboard-gateway/switchboard/store"
 	"github.com/switchboard-gateway/switchboard/store/crypt"
 	storesql "github.com/switchboard-gateway/switchboard/store/sql"
@@ -368,15 +369,16 @@ func TestExportPages(t *testing.T) {
 	}
 }
 
-// TestRestrictionStage: a restricted subject's messages are rejected subject_restricted until the
-// restriction is lifted; other tenants and subjects are not affected.
+// TestRestrictionStage: a restricted subject's messages are rejected subject_restricted by the
+// consent stage (which reads restrictions with consent) until the restriction is lifted; other
+// tenants and subjects are not affected.
 func TestRestrictionStage(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	if _, err := e.svc.SetRestriction(ctx, "acme", testActor, addr(t, alice), true); err != nil {
 		t.Fatal(err)
 	}
-	stage := e.svc.Stage()
+	stage := &consent.Stage{Store: e.db, Policy: func(string, gateway.Channel) (consent.Policy, bool) { return consent.Policy{}, true }}
 	cases := []struct {
 		name, tenant, to string
 		want             string

@@ -242,8 +242,9 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 	out := store.ConsentCheck{Subject: index}
 	rows, err := db.readRows(ctx, db.q(`SELECT 'c', category, state, CASE WHEN source = 'erasure' THEN 1 ELSE 0 END FROM consents WHERE tenant = ? AND channel = ? AND subject = ?
 		UNION ALL SELECT 'w', '', '', last_inbound_at FROM consent_windows WHERE tenant = ? AND channel = ? AND subject = ?
-		UNION ALL SELECT 'b', '', '', 0 FROM consent_bypass WHERE tenant = ? AND message_id = ? AND subject = ?`),
-		tenant, string(channel), index, tenant, string(channel), index, tenant, messageID, index)
+		UNION ALL SELECT 'b', '', '', 0 FROM consent_bypass WHERE tenant = ? AND message_id = ? AND subject = ?
+		UNION ALL SELECT 'r', '', '', 0 FROM restrictions WHERE tenant = ? AND subject = ?`),
+		tenant, string(channel), index, tenant, string(channel), index, tenant, messageID, index, tenant, index)
 	if err != nil {
 		return out, dbErr("check consent", err)
 	}
@@ -270,6 +271,8 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 			out.LastInboundAt = fromMicros(at)
 		case "b":
 			out.Bypass = messageID != ""
+		case "r":
+			out.Restricted = true
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -132,6 +132,18 @@ func TestConsentCheck(t *testing.T) {
 		if chk, _ = e.db.CheckConsent(ctx, "acme", gateway.WhatsApp, mustAddr(t, gateway.WhatsApp, "+4915112345604"), "", "msg_reply"); chk.Bypass {
 			t.Fatal("the bypass applied to another subject")
 		}
+		if chk.Restricted {
+			t.Fatal("restricted before any restriction")
+		}
+		if _, err := e.db.SetRestriction(ctx, "acme", chk.Subject, "test", true); err != nil {
+			t.Fatal(err)
+		}
+		if chk, _ = e.db.CheckConsent(ctx, "acme", gateway.WhatsApp, to, "", "msg_x"); chk.Restricted {
+			t.Fatal("another subject's restriction applied")
+		}
+		if chk, _ = e.db.CheckConsent(ctx, "acme", gateway.Teams, mustAddr(t, gateway.WhatsApp, "+4915112345604"), "", ""); !chk.Restricted {
+			t.Fatalf("a restriction holds on every channel: %+v", chk)
+		}
 	})
 }
 
