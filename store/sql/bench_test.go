@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-gateway/switchboard/gateway"
 	"github.com/switchboard-gateway/switchboard/store"
 )
 
@@ -55,5 +56,51 @@ func BenchmarkCreateMessage(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkApplyStatus measures status events recorded per second, in batches of 256 as the
+// recorder applies them: queued, sent (with its channel message id), delivered, read for each
+// message, which is what one sandbox send produces.
+func BenchmarkApplyStatus(b *testing.B) {
+	for _, es := range engines() {
+		b.Run(es.name, func(b *testing.B) {
+			cfg, dir := es.cfg(b)
+			e := &env{engine: es.name, cfg: cfg, dir: dir}
+			db, _ := e.open(b)
+			defer db.Close()
+			ctx := context.Background()
+			const batch = 256
+			statuses := []gateway.Status{gateway.StatusQueued, gateway.StatusSent, gateway.StatusDelivered, gateway.StatusRead}
+			var events []gateway.StatusEvent
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if len(events) == 0 {
+					b.StopTimer()
+					ids := make([]string, batch/len(statuses))
+					for j := range ids {
+						m := newMsg(b, "acme", fmt.Sprintf("+49151%08d", 10000000+(i+j)%256), "Your invoice is ready.")
+						create(b, db, m)
+						ids[j] = m.ID
+					}
+					for _, st := range statuses {
+						for _, id := range ids {
+							ev := gateway.StatusEvent{MessageID: id, Tenant: "acme", Status: st}
+							if st == gateway.StatusSent {
+								ev.ChannelMessageID = "wamid." + id
+							}
+							events = append(events, ev)
+						}
+					}
+					b.StartTimer()
+				}
+				n := min(batch, len(events))
+				if _, err := db.ApplyStatus(ctx, events[:n]); err != nil {
+					b.Fatal(err)
+				}
+				events = events[n:]
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }
