@@ -286,15 +286,11 @@ func (db *DB) openSQLite(dsn string, readConns int) error {
 	for k, v := range common {
 		wextra[k] = v
 	}
-	w, err := dbsql.Open("sqlite", base(wextra)+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)&_pragma=journal_size_limit(%d)",
+	w, err := openSingle(base(wextra) + fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)&_pragma=journal_size_limit(%d)",
 		writerCheckpointPages, walSizeLimit))
 	if err != nil {
-		return fmt.Errorf("store: open sqlite: %w", err)
+		return err
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
 	db.writer = w
 	if memory {
 		db.reader = w
@@ -312,18 +308,27 @@ func (db *DB) openSQLite(dsn string, readConns int) error {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	db.reader = r
-	c, err := dbsql.Open("sqlite", base(common))
+	c, err := openSingle(base(common))
 	if err != nil {
 		w.Close()
 		r.Close()
-		return fmt.Errorf("store: open sqlite: %w", err)
+		return err
 	}
-	c.SetMaxOpenConns(1)
-	c.SetMaxIdleConns(1)
-	c.SetConnMaxLifetime(0)
-	c.SetConnMaxIdleTime(0)
 	db.checkpointConn = c
 	return nil
+}
+
+// openSingle opens a SQLite pool of one connection, kept for the life of the store.
+func openSingle(dsn string) (*dbsql.DB, error) {
+	d, err := dbsql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	d.SetMaxOpenConns(1)
+	d.SetMaxIdleConns(1)
+	d.SetConnMaxLifetime(0)
+	d.SetConnMaxIdleTime(0)
+	return d, nil
 }
 
 func (db *DB) openPostgres(dsn string, conns int) error {
