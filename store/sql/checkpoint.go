@@ -41,7 +41,8 @@ func (db *DB) wakeCheckpointer() {
 // checkpointed too. The last connection to close checkpoints what is left (SQLite does that).
 func (db *DB) checkpointLoop(conn *dbsql.DB) {
 	defer close(db.checkpointStopped)
-	gap := time.NewTimer(0)
+	gap := time.NewTimer(checkpointGap)
+	gap.Stop()
 	defer gap.Stop()
 	for {
 		select {

@@ -240,7 +240,8 @@ func (db *DB) CheckConsent(ctx context.Context, tenant string, channel gateway.C
 		return store.ConsentCheck{}, err
 	}
 	out := store.ConsentCheck{Subject: index}
-	rows, err := db.readRows(ctx, db.q(`SELECT 'c', category, state, CASE WHEN source = 'erasure' THEN 1 ELSE 0 END FROM consents WHERE tenant = ? AND channel = ? AND subject = ?
+	// Asked of every send, twice; four index lookups (stmtContext).
+	rows, err := db.readRows(db.stmtContext(ctx), db.q(`SELECT 'c', category, state, CASE WHEN source = 'erasure' THEN 1 ELSE 0 END FROM consents WHERE tenant = ? AND channel = ? AND subject = ?
 		UNION ALL SELECT 'w', '', '', last_inbound_at FROM consent_windows WHERE tenant = ? AND channel = ? AND subject = ?
 		UNION ALL SELECT 'b', '', '', 0 FROM consent_bypass WHERE tenant = ? AND message_id = ? AND subject = ?
 		UNION ALL SELECT 'r', '', '', 0 FROM restrictions WHERE tenant = ? AND subject = ?`),

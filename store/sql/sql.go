@@ -213,9 +213,10 @@ func (db *DB) readStmt(ctx context.Context, query string) (*dbsql.Stmt, error) {
 	return st, nil
 }
 
-// stmtContext is the context for a short statement. modernc's SQLite driver starts a goroutine
-// per statement to watch a context that can be cancelled; SQLite statements here are bounded by
-// the busy timeout instead, so on SQLite they run under a context that cannot be cancelled.
+// stmtContext is the context for a short statement: the writer's, a point read. modernc's SQLite
+// driver starts a goroutine per statement to watch a context that can be cancelled; these are
+// bounded by their index lookups and the busy timeout instead, so on SQLite they run under a
+// context that cannot be cancelled. Reads that may scan (lists) keep the caller's context.
 func (db *DB) stmtContext(ctx context.Context) context.Context {
 	if db.pg {
 		return ctx
@@ -238,7 +239,7 @@ func (db *DB) readRows(ctx context.Context, query string, args ...any) (*dbsql.R
 	if err != nil {
 		return nil, err
 	}
-	return st.QueryContext(db.stmtContext(ctx), args...)
+	return st.QueryContext(ctx, args...)
 }
 
 // SQL is the handle for tables that other packages keep in the same database (channel
