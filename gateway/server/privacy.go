@@ -56,7 +56,6 @@ func (s *Server) retentionPolicies() map[string]privacy.Retention {
 	return out
 }
 
-
 // waContacts erases a phone number from the device stores of the tenant's WhatsApp accounts.
 // A running adapter's whatsmeow client may still hold the session in memory until it restarts.
 type waContacts struct{ s *Server }
