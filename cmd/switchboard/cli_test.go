@@ -71,15 +71,12 @@ func TestLogsFollowShowsStatusChangesLive(t *testing.T) {
 		pw.Close()
 	}()
 
-	key, err := os.ReadFile(filepath.Join(dir, "demo.apikey"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := demoKey(t, dir)
 	// --from-start: the follower sees the send's events even if it subscribes after them.
 	lines := bufio.NewScanner(pr)
 	send := func() string {
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(`{"to":"teams:chat:19:ops@thread.v2","text":"deploy done"}`))
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -61,6 +61,16 @@ func startChild(t *testing.T, dir, listen string) *child {
 }
 
 // waitReady polls /readyz of a process we only reach over HTTP.
+// demoKey reads the API key that serve --dev wrote for tenant demo.
+func demoKey(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "demo.apikey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func waitReady(t *testing.T, c *child, base string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -116,11 +126,7 @@ tenants:
 	base := "http://" + listen
 	c := startChild(t, dir, listen)
 	waitReady(t, c, base)
-	keyBytes, err := os.ReadFile(filepath.Join(dir, "demo.apikey"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimSpace(string(keyBytes))
+	key := demoKey(t, dir)
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	send := func(ctx context.Context, i int) (string, error) {

@@ -76,11 +76,7 @@ tenants:
 	base := "http://" + listen
 	c := startChild(t, dir, listen)
 	waitReady(t, c, base)
-	keyBytes, err := os.ReadFile(filepath.Join(dir, "demo.apikey"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimSpace(string(keyBytes))
+	key := demoKey(t, dir)
 	var ids []string
 	for i := range messages {
 		body := fmt.Sprintf(`{"channel":"whatsapp","to":"+4915112%06d","text":"webhook %d"}`, i, i)
