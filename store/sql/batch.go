@@ -29,7 +29,7 @@ type WriteStats struct {
 	Fallbacks int64 // batches that failed and were retried write by write
 }
 
-type writeStats struct{ batches, ops, fallbacks, checkpoints atomic.Int64 }
+type writeStats struct{ batches, ops, fallbacks atomic.Int64 }
 
 // WriteStats reports the group-commit writer's counters (average batch = Ops / Batches).
 func (db *DB) WriteStats() WriteStats {

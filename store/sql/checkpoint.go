@@ -24,10 +24,6 @@ const (
 	checkpointGap = 200 * time.Millisecond
 )
 
-// Checkpoints reports how many checkpoints the background checkpointer has run since Open
-// (SQLite files; zero otherwise).
-func (db *DB) Checkpoints() int64 { return db.stats.checkpoints.Load() }
-
 // wakeCheckpointer tells the checkpointer that the writer committed.
 func (db *DB) wakeCheckpointer() {
 	select {
@@ -55,7 +51,6 @@ func (db *DB) checkpointLoop(conn *dbsql.DB) {
 		if err != nil {
 			db.log.Warn().Err(err).Msg("WAL checkpoint failed; the writer checkpoints by itself past its threshold")
 		}
-		db.stats.checkpoints.Add(1)
 		if err == nil && db.onCheckpoint != nil {
 			db.onCheckpoint(walFrames, copied)
 		}

@@ -53,9 +53,6 @@ func TestCheckpointsRunBesideTheWriter(t *testing.T) {
 		case r := <-reports:
 			most = max(most, r.walFrames)
 			if r.walFrames > 0 && r.copied == r.walFrames {
-				if n := db.Checkpoints(); n < 1 {
-					t.Fatalf("Checkpoints() = %d after a report", n)
-				}
 				return
 			}
 		case <-guard.C:
