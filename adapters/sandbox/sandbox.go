@@ -97,6 +97,7 @@ type Adapter struct {
 	order   []*entry          // in send order, to replay pending receipts oldest first
 	stats   Stats
 	running bool
+	started chan struct{} // closed when Run first starts: Inject waits for it during start-up
 	ctx     context.Context
 	sink    adapters.Sink
 	tasks   map[*task]struct{}
@@ -128,6 +129,7 @@ func New(cfg Config) (*Adapter, error) {
 		path:    LedgerPath(cfg.Dir, cfg.Channel, cfg.Account),
 		entries: map[string]*entry{},
 		tasks:   map[*task]struct{}{},
+		started: make(chan struct{}),
 	}
 	for _, f := range cfg.Fail {
 		a.fail[normalize(cfg.Channel, f)] = true
@@ -277,6 +279,11 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 		return errors.New("sandbox: already running")
 	}
 	a.running, a.ctx, a.sink = true, ctx, sink
+	select {
+	case <-a.started:
+	default:
+		close(a.started)
+	}
 	for _, e := range a.order {
 		a.scheduleNextLocked(e)
 	}
@@ -416,8 +423,8 @@ func (a *Adapter) step(ctx context.Context, e *entry) {
 
 // Inject reports an inbound message from `from` (as an integrator writes it: +E164 or a teams:
 // address) saying text, as if that person had just written it. It returns the channel message id
-// once the sink has taken the message (published it), and fails with unavailable when the adapter
-// is not running.
+// once the sink has taken the message (published it). Before the adapter has first started (the
+// gateway is starting) it waits for Run, up to ctx; once stopped it fails with unavailable.
 func (a *Adapter) Inject(ctx context.Context, from, text string) (string, error) {
 	addr, err := gateway.ParseAddress(a.cfg.Channel, from)
 	if err != nil {
@@ -425,6 +432,11 @@ func (a *Adapter) Inject(ctx context.Context, from, text string) (string, error)
 	}
 	if strings.TrimSpace(text) == "" {
 		return "", gateway.FieldErrorf(gateway.EMissingField, "text", "an inbound message needs a text")
+	}
+	select {
+	case <-a.started:
+	case <-ctx.Done():
+		return "", gateway.WrapError(gateway.EUnavailable, ctx.Err(), "sandbox account %s/%s has not started", a.cfg.Channel, a.cfg.Account)
 	}
 	a.mu.Lock()
 	sink := a.sink

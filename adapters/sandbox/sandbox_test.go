@@ -370,14 +370,24 @@ func TestInject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sb.Close()
-	if _, err := sb.Inject(context.Background(), "teams:user:8b081ef6", "hi"); gateway.ErrorCode(err) != gateway.EUnavailable {
-		t.Fatalf("Inject before Run: %v; want unavailable", err)
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	if _, err := sb.Inject(gone, "teams:user:8b081ef6", "hi"); gateway.ErrorCode(err) != gateway.EUnavailable {
+		t.Fatalf("Inject before Run, its context ended: %v; want unavailable", err)
 	}
+	// During start-up an inject waits for Run instead of failing.
+	early := make(chan error, 1)
+	go func() {
+		_, err := sb.Inject(context.Background(), "teams:user:8b081ef6", "early")
+		early <- err
+	}()
 	s := newSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sb.Run(ctx, s) }()
-	defer func() { cancel(); <-done }()
+	if err := <-early; err != nil {
+		t.Fatalf("Inject during start-up: %v", err)
+	}
 	tests := []struct {
 		from, text, code string
 	}{
@@ -386,16 +396,7 @@ func TestInject(t *testing.T) {
 		{"teams:user:8b081ef6", "HELP", ""},
 	}
 	for _, tt := range tests {
-		var cid string
-		var err error
-		// Run starts on its own goroutine and there is no event for it: poll, with a deadline.
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			cid, err = sb.Inject(context.Background(), tt.from, tt.text)
-			if gateway.ErrorCode(err) != gateway.EUnavailable || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
+		cid, err := sb.Inject(context.Background(), tt.from, tt.text)
 		if gateway.ErrorCode(err) != tt.code {
 			t.Fatalf("Inject(%q, %q): %v; want code %q", tt.from, tt.text, err, tt.code)
 		}
@@ -408,6 +409,13 @@ func TestInject(t *testing.T) {
 		if in.ChannelMessageID != cid || in.From.String() != "teams:user:8b081ef6" || in.Content.Text != "HELP" || in.Channel != gateway.Teams {
 			t.Fatalf("inbound %+v", in)
 		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Inject(context.Background(), "teams:user:8b081ef6", "late"); gateway.ErrorCode(err) != gateway.EUnavailable {
+		t.Fatalf("Inject after Run stopped: %v; want unavailable", err)
 	}
 }
 
